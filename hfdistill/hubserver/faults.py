@@ -1,0 +1,83 @@
+"""Fault injection for the embedded Hub: answer chosen requests with an error or drop the connection.
+
+Tests arm a rule (`faults.add("POST", "/commit/", status=503)`) and watch the real client retry or fail cleanly.
+A rule fires `times` times, then disarms itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+Scope = dict[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+
+
+@dataclass
+class Fault:
+    method: str          # HTTP method, or "*"
+    path: str            # regular expression searched in the request path
+    status: int | None   # answer with this status…
+    drop: bool           # …or read part of the request, start a response and close the connection
+    times: int
+    hits: int = 0
+
+
+class Faults:
+    """A thread-safe list of armed faults, shared between a test and the server thread."""
+
+    def __init__(self) -> None:
+        self._rules: list[Fault] = []
+        self._lock = threading.Lock()
+
+    def add(self, method: str, path: str, *, status: int | None = None, drop: bool = False, times: int = 1) -> Fault:
+        if (status is None) == (not drop):
+            raise ValueError("give either status= or drop=True")
+        rule = Fault(method.upper(), path, status, drop, times)
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    def take(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for rule in self._rules:
+                if rule.hits < rule.times and rule.method in ("*", method) and re.search(rule.path, path):
+                    rule.hits += 1
+                    return rule
+        return None
+
+
+class FaultMiddleware:
+    """ASGI middleware applying `Faults` before the app sees the request."""
+
+    def __init__(self, app: ASGIApp, faults: Faults | None):
+        self.app = app
+        self.faults = faults
+
+    async def __call__(self, scope: Scope, receive, send) -> None:
+        rule = self.faults.take(scope["method"], scope["path"]) if self.faults and scope["type"] == "http" else None
+        if rule is None:
+            await self.app(scope, receive, send)
+            return
+        if rule.drop:
+            await receive()  # the first chunk of the upload arrives, then the line goes dead
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", b"1000"), (b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": b'{"partial', "more_body": True})
+            return  # uvicorn closes the connection: the response is incomplete
+        more = True
+        while more:  # drain the request so the client sees the answer, not a broken pipe
+            message = await receive()
+            more = message.get("more_body", False) and message["type"] == "http.request"
+        body = json.dumps({"error": f"injected fault: HTTP {rule.status}"}).encode()
+        await send({"type": "http.response.start", "status": rule.status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"x-error-message", f"injected fault: HTTP {rule.status}".encode())]})
+        await send({"type": "http.response.body", "body": body})

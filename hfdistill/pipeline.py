@@ -1,0 +1,211 @@
+"""Run a recipe: for each task, each stage in order, parent folder → stage → evaluated model folder.
+
+The run folder is the whole state. A stage whose folder is complete and was made from the same inputs (stage
+config, parent, data limits) is skipped on a re-run; a changed stage re-runs, and so do its descendants.
+Under `accelerate launch` every process trains; only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from hfdistill import __version__, glue
+from hfdistill.errors import HfdistillError, ModelError
+from hfdistill.folder import (LINEAGE_FILE, METRICS_FILE, ModelFolder, is_complete, read_json, replace_folder,
+                              tmp_path_for, write_json)
+from hfdistill.recipe import Recipe, load_recipe
+from hfdistill.stages import REGISTRY, StageContext
+
+
+@dataclass
+class StageResult:
+    name: str
+    task: str
+    path: Path
+    skipped: bool
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def make_accelerator():
+    """One Accelerator per process: CPU unless a GPU is present; seedable sampler for resumable data order."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
+
+    return Accelerator(cpu=not torch.cuda.is_available(),
+                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def resolve_base_model(recipe: Recipe) -> Path:
+    """The base model as a local folder (a Hub id is downloaded with huggingface_hub's cache)."""
+    spec = recipe.base_model_path()
+    if Path(spec).is_dir():
+        return Path(spec)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+    except Exception as e:  # offline, 404, auth…
+        raise ModelError(f"model {spec!r}: cannot download from the Hub ({type(e).__name__})") from None
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool] = None,
+        accelerator: Any = None) -> list[StageResult]:
+    """Run every stage of the recipe for every task; returns one StageResult per (stage, task)."""
+    from accelerate.utils import set_seed
+
+    from hfdistill.evaluation import evaluate_model
+    from hfdistill.models import load_model, load_tokenizer
+
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    accelerator = accelerator or make_accelerator()
+    main = accelerator.is_main_process
+    run_dir = Path(recipe.output_dir)
+    base = resolve_base_model(recipe)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_recipe_copy(recipe, run_dir / "recipe.yaml")
+    accelerator.wait_for_everyone()
+
+    results: list[StageResult] = []
+    for task_name in recipe.tasks:
+        data = glue.load_task(task_name, glue_dir=recipe.resolved_glue_dir(), hub_dataset=recipe.hub_dataset,
+                              max_train_samples=recipe.max_train_samples, max_eval_samples=recipe.max_eval_samples,
+                              seed=recipe.seed)
+        keys: dict[str, str] = {}
+        folders: dict[str, Path] = {}
+        for i, cfg in enumerate(recipe.stages):
+            parent_name = recipe.parent_of(i)
+            parent_path = base if parent_name is None else folders[parent_name]
+            parent_key = recipe.model if parent_name is None else keys[parent_name]
+            out = run_dir / cfg.name / task_name
+            key = _key(cfg.run_facts(), parent_key, task_name, recipe.max_train_samples, recipe.max_eval_samples,
+                       recipe.max_seq_length, recipe.seed, data.source)
+            keys[cfg.name], folders[cfg.name] = key, out
+            if not force and is_complete(out) and (read_json(out / LINEAGE_FILE) or {}).get("stage_key") == key:
+                if main:
+                    print(f"[{task_name}] {cfg.name}: complete, skipped ({out})", flush=True)
+                results.append(StageResult(cfg.name, task_name, out, True, read_json(out / METRICS_FILE) or {}))
+                continue
+
+            work_dir = run_dir / ".work" / cfg.name / task_name
+            ctx = StageContext(recipe=recipe, task=task_name, data=data, accelerator=accelerator, run_dir=run_dir,
+                               cache_dir=run_dir / ".cache", work_dir=work_dir, seed=recipe.seed,
+                               stage_folders=dict(folders))
+            tmp = tmp_path_for(out)
+            if main:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                work_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / ".cache").mkdir(exist_ok=True)
+                print(f"[{task_name}] {cfg.name}: {cfg.kind} from "
+                      f"{parent_name or recipe.model} → {out}", flush=True)
+            accelerator.wait_for_everyone()
+            started = time.time()
+            try:
+                set_seed(recipe.seed)
+                info = REGISTRY[cfg.kind].run(cfg, ModelFolder(parent_path), ctx, tmp)
+                accelerator.wait_for_everyone()
+                model = load_model(tmp, trust_remote_code=recipe.trust_remote_code)
+                metrics = evaluate_model(model, load_tokenizer(tmp), data, max_seq_length=recipe.max_seq_length,
+                                         latency_samples=recipe.latency_samples, accelerator=accelerator,
+                                         model_dir=tmp)
+                del model
+                if main:
+                    write_json(tmp / METRICS_FILE, metrics)
+                    write_json(tmp / LINEAGE_FILE, {
+                        "name": cfg.name, "kind": cfg.kind, "task": task_name,
+                        "parent": recipe.model if parent_name is None else os.path.relpath(parent_path, out),
+                        "parent_kind": "base" if parent_name is None else "stage",
+                        "parent_stage": parent_name,
+                        "base_model": recipe.model if recipe.model in ("minilm-l6",) else recipe.base_model_path(),
+                        "recipe_name": recipe.name, "recipe_hash": recipe.recipe_hash(), "stage_key": key,
+                        "stage_config": cfg.run_facts(), "info": info or {},
+                        "data": {"source": data.source, "train_examples": len(data.train) if data.train else 0,
+                                 "max_train_samples": recipe.max_train_samples,
+                                 "max_eval_samples": recipe.max_eval_samples,
+                                 "max_seq_length": recipe.max_seq_length},
+                        "seconds": round(time.time() - started, 1),
+                        "hfdistill_version": __version__,
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    })
+                    replace_folder(tmp, out)
+                    shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints are spent once the folder is done
+                    print(f"[{task_name}] {cfg.name}: score {metrics['score']:.4f} "
+                          f"{_fmt_metrics(metrics)} → {out}", flush=True)
+                accelerator.wait_for_everyone()
+            except BaseException:
+                if main:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            results.append(StageResult(cfg.name, task_name, out, False, read_json(out / METRICS_FILE) or {}))
+
+    if main:
+        _finish(recipe, run_dir, results, publish)
+    accelerator.wait_for_everyone()
+    return results
+
+
+def _fmt_metrics(metrics: dict) -> str:
+    m = " ".join(f"{k}={v:.4f}" for k, v in metrics["metrics"].items())
+    lat = metrics.get("latency_ms") or {}
+    return f"({m}; {metrics['params'] / 1e6:.1f}M params; {lat.get('median', float('nan')):.1f} ms bs1)"
+
+
+def _write_recipe_copy(recipe: Recipe, path: Path) -> None:
+    data = recipe.model_dump(mode="json", by_alias=True, exclude_none=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def _finish(recipe: Recipe, run_dir: Path, results: list[StageResult], publish: Optional[bool]) -> None:
+    """Cards for every model of the run (the plot spans all of them), a summary table, then publishing."""
+    try:
+        from hfdistill import cards
+    except ImportError:  # pragma: no cover - cards module absent
+        cards = None
+    if cards is not None:
+        for r in results:
+            cards.write_card(r.path, publish=recipe.publish)
+    print(summary_table(results), flush=True)
+    do_push = recipe.publish is not None if publish is None else publish
+    if do_push and recipe.publish is not None:
+        from hfdistill import hub
+
+        hub.push_run(run_dir, recipe.publish)
+
+
+def summary_table(results: list[StageResult]) -> str:
+    rows = ["| stage | task | score | params | disk MB | latency ms (bs1) |", "|---|---|---|---|---|---|"]
+    for r in results:
+        m = r.metrics or {}
+        lat = (m.get("latency_ms") or {}).get("median")
+        rows.append(f"| {r.name} | {r.task} | {m.get('score', float('nan')):.4f} | "
+                    f"{(m.get('params') or 0) / 1e6:.2f}M | {(m.get('disk_bytes') or 0) / 1e6:.1f} | "
+                    f"{lat if lat is not None else '-'} |")
+    return "\n".join(rows)
+
+
+def validate(path: str | Path) -> Recipe:
+    """`hfdistill validate`: load and check a recipe without running anything."""
+    recipe = load_recipe(path)
+    return recipe
+
+
+__all__ = ["run", "validate", "StageResult", "HfdistillError"]

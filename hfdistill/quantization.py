@@ -1,0 +1,451 @@
+"""Quantization of a finished model folder: bitsandbytes (LLM.int8, NF4/FP4) and int8 for CPU serving.
+
+Plain functions; the `quantize` stage (`hfdistill/stages/quantize.py`) strings them together.
+
+bitsandbytes 0.50 on CPU, measured (see the stage's docs and `bench/quantize.py`):
+- On CPUs with AVX512-BF16 the first inference forward of a `Linear4bit` repacks its weights for a bf16 kernel
+  (`_convert_weight_packed_for_cpu`). That repacking asserts `out_features % 32 == 0` and needs
+  `in_features % blocksize == 0`, so a classifier with 2 outputs crashes deep in bitsandbytes; the kernel computes
+  in bf16, so only `compute_dtype: float32` is safe there; and the repacking stores absmax in bf16, so a model
+  saved *after* a forward gets back only a lossy, best-effort inverse of its weights.
+- Hence, always: 4-bit never touches modules whose shape the repacking cannot take (whatever CPU quantizes,
+  the saved folder may be loaded on an AVX512-BF16 one), compute dtype defaults to float32, and a model is saved
+  before it has run any forward (`save_bnb` refuses a repacked model).
+- bitsandbytes has no fast CPU kernels: on CPU its models are *slower* than fp32. They buy memory and disk.
+
+int8-cpu: dynamic int8 quantization for CPU serving. Measured on all-MiniLM-L6-v2 (bs 1, ~24 tokens, 1 thread):
+torch fp32 21.3 ms, torch.ao `quantize_dynamic` 13.4 ms (1.6×, and its result has no save format but a pickle),
+ONNX Runtime fp32 10.3 ms, ONNX Runtime dynamic int8 5.4 ms (4×, one self-contained `model.onnx`).
+So int8-cpu = ONNX export + ONNX Runtime dynamic quantization (optional extra `hfdistill[onnx]`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import torch
+
+from hfdistill.errors import ModelError
+
+BNB_METHODS = ("bnb-8bit", "bnb-4bit")
+INT8_CPU = "int8-cpu"
+METHODS = BNB_METHODS + (INT8_CPU,)
+
+#: The bf16 CPU kernel packs 4-bit weights in blocks of 32 output rows.
+CPU_PACK_BLOCK_N = 32
+#: bitsandbytes' 4-bit quantization block size (absmax per 64 weights) on CPU.
+BNB_4BIT_BLOCKSIZE = 64
+#: Classification heads kept in full precision by default: a few thousand weights, most of the accuracy.
+HEAD_MODULES = ("classifier", "score")
+
+INT8_CPU_FILE = "model.onnx"
+INT8_CPU_META = "int8_cpu.json"
+ADAPTER_DIR = "adapter"
+
+CPU_SLOWER_NOTE = ("bitsandbytes has no fast CPU kernels: on CPU this model runs slower than its fp32 parent. "
+                   "It saves memory and disk; for fast CPU serving use `method: int8-cpu`.")
+
+
+# ------------------------------------------------------------------------------------------------ bitsandbytes
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_avx512_bf16() -> bool:
+    """Whether this CPU has AVX512-BF16 (where bitsandbytes switches 4-bit inference to its bf16 kernel)."""
+    try:
+        from bitsandbytes.functional import has_avx512bf16
+
+        return bool(has_avx512bf16())
+    except Exception:  # an older bitsandbytes, or no native library: read the flags ourselves
+        try:
+            return "avx512_bf16" in Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+
+
+def require_bitsandbytes() -> Any:
+    try:
+        import bitsandbytes
+    except ImportError:
+        raise ModelError("bnb methods need bitsandbytes: pip install 'bitsandbytes>=0.45'") from None
+    return bitsandbytes
+
+
+def linear_shapes(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
+    """`{module name: (out_features, in_features)}` of every linear layer."""
+    return {name: (m.out_features, m.in_features) for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) or (hasattr(m, "out_features") and hasattr(m, "in_features")
+                                                  and hasattr(m, "weight"))}
+
+
+def unsafe_4bit_cpu_modules(model: torch.nn.Module) -> list[str]:
+    """Linear layers the AVX512-BF16 4-bit path cannot take (output rows not a multiple of 32, or input
+    features not a multiple of the block size): a classifier head, and in a pruned model any odd-sized layer."""
+    return [name for name, (n, k) in linear_shapes(model).items()
+            if n % CPU_PACK_BLOCK_N or k % BNB_4BIT_BLOCKSIZE]
+
+
+def _matches(pattern: str, name: str) -> bool:
+    # The rule transformers applies to `llm_int8_skip_modules` (quantizers_utils.should_convert_module).
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    return not should_convert_module(name, [pattern])
+
+
+@dataclass
+class BnbPlan:
+    """What will be quantized and how: the `BitsAndBytesConfig` and why its skips and dtype were chosen."""
+
+    method: str
+    config: Any                       # transformers.BitsAndBytesConfig
+    skip_modules: list[str]           # everything kept in full precision
+    added_for_cpu: list[str]          # of those, added because the 4-bit CPU path cannot take their shape
+    quantized_modules: list[str]
+    compute_dtype: Optional[str]
+    avx512_bf16: bool
+    notes: list[str] = field(default_factory=list)
+
+    def facts(self) -> dict[str, Any]:
+        cfg = self.config.to_dict()
+        keep = ("load_in_8bit", "load_in_4bit", "llm_int8_threshold", "llm_int8_skip_modules",
+                "bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype")
+        return {"method": self.method, "bnb_config": {k: cfg[k] for k in keep if k in cfg},
+                "skip_modules": self.skip_modules, "skipped_for_cpu_4bit": self.added_for_cpu,
+                "quantized_linear_layers": len(self.quantized_modules), "cpu_avx512_bf16": self.avx512_bf16,
+                "notes": self.notes}
+
+
+def plan_bnb(method: str, model: torch.nn.Module, *, quant_type: str = "nf4", double_quant: bool = True,
+             compute_dtype: str = "auto", skip_modules: Optional[list[str]] = None,
+             int8_threshold: float = 6.0, avx512_bf16: Optional[bool] = None) -> BnbPlan:
+    """Map the recipe's settings onto a `BitsAndBytesConfig` for `model` (the fp32 parent), choosing the safe
+    CPU defaults described in the module docstring. Raises ModelError for a configuration that cannot work.
+
+    `skip_modules=None` keeps the classification head in full precision; a list replaces that default.
+    `avx512_bf16=None` asks the CPU.
+    """
+    from transformers import BitsAndBytesConfig
+
+    if method not in BNB_METHODS:
+        raise ValueError(f"not a bitsandbytes method: {method}")
+    require_bitsandbytes()
+    avx = cpu_has_avx512_bf16() if avx512_bf16 is None else avx512_bf16
+    shapes = linear_shapes(model)
+    names = list(shapes)
+    heads = [h for h in HEAD_MODULES if any(_matches(h, n) for n in names)]
+    skip = list(heads if skip_modules is None else skip_modules)
+    for pattern in skip:
+        if skip_modules is not None and not any(_matches(pattern, n) for n in names):
+            raise ModelError(f"skip_modules: {pattern!r} matches no linear layer of the model "
+                             f"(e.g. {', '.join(names[:3])})")
+    notes = [CPU_SLOWER_NOTE]
+    added: list[str] = []
+    dtype_name: Optional[str] = None
+    if method == "bnb-4bit":
+        for name in unsafe_4bit_cpu_modules(model):
+            if not any(_matches(p, name) for p in skip):
+                added.append(name)
+        skip += added
+        if added:
+            notes.append(f"kept in full precision because 4-bit CPU kernels need out_features % "
+                         f"{CPU_PACK_BLOCK_N} == 0 and in_features % {BNB_4BIT_BLOCKSIZE} == 0: {', '.join(added)}")
+        dtype_name = "float32" if compute_dtype == "auto" else compute_dtype
+        if dtype_name != "float32" and avx:
+            raise ModelError(f"compute_dtype: {dtype_name} cannot work for 4-bit on this CPU (AVX512-BF16: "
+                             f"bitsandbytes' bf16 kernel fails unless compute dtype is float32); use float32 or auto")
+        if dtype_name != "float32":
+            notes.append(f"compute_dtype {dtype_name} works on this CPU but fails on AVX512-BF16 CPUs; "
+                         f"float32 is the portable choice")
+    quantized = [n for n in names if not any(_matches(p, n) for p in skip)]
+    if not quantized:
+        raise ModelError("skip_modules: every linear layer is skipped; nothing is left to quantize")
+    if method == "bnb-8bit":
+        config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=int8_threshold,
+                                    llm_int8_skip_modules=skip)
+    else:
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
+                                    bnb_4bit_use_double_quant=double_quant,
+                                    bnb_4bit_compute_dtype=getattr(torch, dtype_name),
+                                    llm_int8_skip_modules=skip)
+    return BnbPlan(method, config, skip, added, quantized, dtype_name, avx, notes)
+
+
+def _is_quantized(config: dict[str, Any]) -> bool:
+    return bool(config.get("quantization_config"))
+
+
+def quantize_bnb(parent: Path, plan: BnbPlan) -> Any:
+    """Load the parent folder quantized per `plan` (on CPU). The result has run no forward: save it first."""
+    from transformers import AutoModelForSequenceClassification
+
+    import hfdistill  # noqa: F401  (registers the pruned-model Auto classes)
+
+    parent = Path(parent)
+    cfg = json.loads((parent / "config.json").read_text()) if (parent / "config.json").is_file() else {}
+    if _is_quantized(cfg):
+        raise ModelError(f"{parent}: the parent is already quantized; quantize from an unquantized stage")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForSequenceClassification.from_pretrained(str(parent), quantization_config=plan.config,
+                                                                   device_map="cpu")
+    return model.eval()
+
+
+def _repacked_modules(model: torch.nn.Module) -> list[str]:
+    return [name for name, m in model.named_modules()
+            if getattr(getattr(getattr(m, "weight", None), "quant_state", None), "packing_format_for_cpu", False)]
+
+
+def save_bnb(model: Any, out: Path, tokenizer: Any = None) -> None:
+    """`save_pretrained` (safetensors, quantization config in config.json). Refuses a 4-bit model whose weights
+    an inference forward on an AVX512-BF16 CPU repacked: bitsandbytes would save a lossy copy of them."""
+    repacked = _repacked_modules(model)
+    if repacked:
+        raise ModelError(f"cannot save: {len(repacked)} 4-bit layers ({repacked[0]}, …) were repacked by a forward "
+                         f"pass on an AVX512-BF16 CPU, which corrupts saved weights; save before any forward")
+    model.save_pretrained(str(out), safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out))
+
+
+def load_bnb(path: Path) -> Any:
+    """Reload a bitsandbytes folder with plain `from_pretrained` (the quantization config is in config.json)."""
+    from transformers import AutoModelForSequenceClassification
+
+    import hfdistill  # noqa: F401
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return AutoModelForSequenceClassification.from_pretrained(str(path), device_map="cpu").eval()
+
+
+def weight_bytes(model: Any) -> int:
+    """Bytes the weights take in memory, quantization state included (4-bit absmax and maps, 8-bit row scales).
+
+    `get_memory_footprint()` counts only parameters and buffers, so it misses the 4-bit quantization state.
+    """
+    if hasattr(model, "weight_bytes") and not isinstance(model, torch.nn.Module):
+        return int(model.weight_bytes)
+    total = 0
+    seen: set[int] = set()
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        total += t.numel() * t.element_size()
+        qs = getattr(t, "quant_state", None)
+        if qs is not None:
+            for v in qs.as_dict(packed=True).values():
+                if isinstance(v, torch.Tensor):
+                    total += v.numel() * v.element_size()
+        scb = getattr(t, "SCB", None)
+        if isinstance(scb, torch.Tensor):
+            total += scb.numel() * scb.element_size()
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------- int8-cpu
+
+def require_onnxruntime() -> tuple[Any, Any]:
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise ModelError("method int8-cpu needs ONNX Runtime: pip install 'hfdistill[onnx]' "
+                         "(onnx, onnxruntime, onnxscript)") from None
+    return onnx, onnxruntime
+
+
+def _model_inputs(model: Any, tokenizer: Any) -> list[str]:
+    import inspect
+
+    accepted = inspect.signature(model.forward).parameters
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted]
+    return [n for n in names if n in tokenizer.model_input_names or n == "attention_mask"]
+
+
+def _session(path: Path, threads: Optional[int] = None) -> Any:
+    _, ort = require_onnxruntime()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or torch.get_num_threads()
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _onnx_weight_stats(onnx_path: Path) -> tuple[int, int]:
+    """(bytes, values) of the graph's initializers: the weights ONNX Runtime holds in memory."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    nbytes = values = 0
+    for init in model.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        nbytes += arr.nbytes
+        values += int(np.prod(arr.shape)) if arr.shape else 1
+    return nbytes, values
+
+
+def export_int8_cpu(model: torch.nn.Module, tokenizer: Any, out: Path, *, per_channel: bool = False,
+                    quantize_embeddings: bool = True, sample_texts: Iterable[str] = ("a short example sentence",),
+                    max_seq_length: int = 128, opset: int = 17) -> dict[str, Any]:
+    """Export `model` (fp32, any Auto sequence classifier) to ONNX, quantize its weights to int8 with ONNX Runtime's
+    dynamic quantization (activations quantized per batch at run time), and write `out/model.onnx`, config,
+    tokenizer and `int8_cpu.json`. The fp32 export is checked against PyTorch before quantizing."""
+    import numpy as np
+
+    onnx, ort = require_onnxruntime()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = Path(out)
+    model = model.float().eval()
+    inputs = _model_inputs(model, tokenizer)
+    texts = list(sample_texts)[:8] or ["a short example sentence"]
+    enc = tokenizer(texts, truncation=True, max_length=max_seq_length, padding=True, return_tensors="pt")
+    example = {n: enc[n] for n in inputs if n in enc}
+    if "attention_mask" in inputs and "attention_mask" not in example:
+        example["attention_mask"] = torch.ones_like(enc["input_ids"])
+    inputs = list(example)
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(model, (), str(fp32), kwargs=example, input_names=inputs, output_names=["logits"],
+                                  dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in inputs},
+                                                "logits": {0: "batch"}},
+                                  opset_version=opset, dynamo=False)
+            except Exception as e:  # noqa: BLE001 - the exporter raises many kinds; the user needs one line
+                raise ModelError(f"int8-cpu: ONNX export of {type(model).__name__} failed "
+                                 f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        with torch.inference_mode():
+            ref = model(**example).logits.float().numpy()
+        got = _session(fp32, 1).run(["logits"], {k: v.numpy() for k, v in example.items()})[0]
+        export_diff = float(np.abs(ref - got).max())
+        if export_diff > 1e-3 * max(1.0, float(np.abs(ref).max())):
+            raise ModelError(f"int8-cpu: the ONNX export disagrees with PyTorch (max |Δlogit| {export_diff:.2e})")
+        op_types = ["MatMul", "Gemm", "Attention"] + (["Gather"] if quantize_embeddings else [])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(fp32), str(Path(tmp) / INT8_CPU_FILE), weight_type=QuantType.QInt8,
+                             per_channel=per_channel, op_types_to_quantize=op_types)
+        os.replace(Path(tmp) / INT8_CPU_FILE, out / INT8_CPU_FILE)
+    nbytes, _ = _onnx_weight_stats(out / INT8_CPU_FILE)
+    int8 = _session(out / INT8_CPU_FILE, 1).run(["logits"], {k: v.numpy() for k, v in example.items()})[0]
+    model.config.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    meta = {"format": "onnx-int8-dynamic", "file": INT8_CPU_FILE, "inputs": inputs, "output": "logits",
+            "weight_type": "int8", "per_channel": per_channel, "quantize_embeddings": quantize_embeddings,
+            "opset": opset, "params": int(sum(p.numel() for p in model.parameters())), "weight_bytes": nbytes,
+            "onnxruntime": ort.__version__, "onnx": onnx.__version__}
+    (out / INT8_CPU_META).write_text(json.dumps(meta, indent=2) + "\n")
+    return {**meta, "export_max_abs_diff": export_diff,
+            "int8_max_abs_diff_on_samples": float(np.abs(ref - int8).max())}
+
+
+class Int8CpuModel:
+    """An int8-cpu artefact, callable like a transformers model: `model(input_ids=..., attention_mask=...)`
+    returns an object with `.logits` (a torch tensor). Inference only; runs on ONNX Runtime's CPU provider."""
+
+    def __init__(self, path: Path, threads: Optional[int] = None):
+        from transformers import AutoConfig
+
+        self.path = Path(path)
+        self.meta = json.loads((self.path / INT8_CPU_META).read_text())
+        self.config = AutoConfig.from_pretrained(str(self.path))
+        self.session = _session(self.path / self.meta.get("file", INT8_CPU_FILE), threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.weight_bytes = int(self.meta.get("weight_bytes", 0))
+        self.training = False
+
+    def __call__(self, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None,
+                 **_: Any) -> Any:
+        import numpy as np
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        def arr(x: Any) -> np.ndarray:
+            return (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(np.int64)
+
+        ids = arr(input_ids)
+        given = {"input_ids": ids,
+                 "attention_mask": arr(attention_mask) if attention_mask is not None else np.ones_like(ids),
+                 "token_type_ids": arr(token_type_ids) if token_type_ids is not None else np.zeros_like(ids)}
+        logits = self.session.run(["logits"], {n: given[n] for n in self.input_names})[0]
+        return SequenceClassifierOutput(logits=torch.from_numpy(logits))
+
+    forward = __call__
+
+    def eval(self) -> "Int8CpuModel":
+        return self
+
+    def num_parameters(self) -> int:
+        return int(self.meta.get("params", 0))
+
+    def get_memory_footprint(self) -> int:
+        return self.weight_bytes
+
+
+def is_int8_cpu_folder(path: Path) -> bool:
+    return (Path(path) / INT8_CPU_META).is_file() and (Path(path) / INT8_CPU_FILE).is_file()
+
+
+def load_int8_cpu(path: Path, threads: Optional[int] = None) -> Int8CpuModel:
+    """Load an int8-cpu folder (`model.onnx` + config + tokenizer + `int8_cpu.json`) for inference."""
+    path = Path(path)
+    if not is_int8_cpu_folder(path):
+        raise ModelError(f"{path}: not an int8-cpu folder (needs {INT8_CPU_FILE} and {INT8_CPU_META})")
+    require_onnxruntime()
+    return Int8CpuModel(path, threads)
+
+
+# ---------------------------------------------------------------------------------------------- LoRA recovery
+
+def add_lora(model: Any, r: int, alpha: float, target_modules: Any, dropout: float = 0.0) -> Any:
+    """Wrap a quantized model with trainable LoRA adapters (QLoRA-style for 4-bit: the base stays frozen in
+    4-bit, adapters and the full-precision head train in fp32)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                        task_type="SEQ_CLS")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:
+        raise ModelError(f"recover.lora.target_modules: {str(e).splitlines()[0][:200]}") from None
+
+
+def save_adapter(peft_model: Any, out: Path, base_model: str) -> Path:
+    """Save the adapter folder (`adapter_config.json`, `adapter_model.safetensors`) with its base recorded."""
+    target = Path(out) / ADAPTER_DIR
+    peft_model.peft_config["default"].base_model_name_or_path = base_model
+    peft_model.save_pretrained(str(target), safe_serialization=True)
+    return target
+
+
+def has_adapter(path: Path) -> bool:
+    return (Path(path) / ADAPTER_DIR / "adapter_config.json").is_file()
+
+
+def load_with_adapter(path: Path) -> Any:
+    """A quantized folder with a recovery adapter: the quantized base from `path`, the adapter from
+    `path/adapter` (`PeftModel.from_pretrained(base, adapter)`)."""
+    from peft import PeftModel
+
+    base = load_bnb(path)
+    return PeftModel.from_pretrained(base, str(Path(path) / ADAPTER_DIR)).eval()
+
+
+def copy_tokenizer(parent: Path, out: Path) -> None:
+    """Tokenizer files of the parent folder, copied as they are."""
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                 "merges.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "added_tokens.json"):
+        if (Path(parent) / name).is_file():
+            shutil.copy2(Path(parent) / name, Path(out) / name)

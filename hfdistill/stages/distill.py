@@ -1,0 +1,536 @@
+"""`kind: distill` — DistilBERT's knowledge distillation, task-specific or general (masked LM).
+
+The student keeps a subset of the teacher's layers (see `hfdistill.models.student`) and learns from
+
+    task (classification):  α_ce · KL(softmax(z_t/T) ‖ softmax(z_s/T)) · T²  +  α_hard · CE(z_s, y)
+                            + α_cos · mean over matched layers of (1 − cos(h_s, h_t))   (padding masked)
+    task (regression/STS-B): α_ce · MSE(z_s, z_t) + α_hard · MSE(z_s, y) + α_cos · L_cos
+    mlm (general):          α_ce · L_ce (soft targets over the vocabulary at masked positions, · T²)
+                            + α_mlm · L_mlm + α_cos · L_cos,  dynamic masking (re-masked every epoch)
+
+For task distillation the teacher (the parent folder) runs once over the training text; its logits and hidden
+states come from `hfdistill.teacher_cache` on every later epoch, stage and re-run. Examples without a label
+(the `unlabeled:` text, e.g. the test split) get the soft-target and cosine terms only. The teacher is never in
+train mode and never receives gradients. T applies in training only; the saved student predicts at T=1.
+
+The DistilBERT head (pre_classifier → ReLU) starts from the teacher's pooler + classifier (tanh): approximate at
+initialisation, the distillation adapts it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+import torch
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from hfdistill import glue
+from hfdistill.errors import DataError, ModelError
+from hfdistill.folder import ModelFolder, read_json
+from hfdistill.losses import cosine_loss, hard_label_loss, mlm_loss, mse_logit_loss, soft_target_loss
+from hfdistill.stages.base import StageConfig, StageContext, register
+from hfdistill.training import TrainingArgs, train, training_args
+
+_SPLIT_WORDS = ("train", "test")
+
+
+# ---------------------------------------------------------------------------------------------------- losses
+@dataclass(frozen=True)
+class LossWeights:
+    """The weights and temperature of the distillation loss (DistilBERT's defaults)."""
+
+    temperature: float = 2.0
+    alpha_ce: float = 5.0
+    alpha_hard: float = 2.0
+    alpha_mlm: float = 2.0
+    alpha_cos: float = 1.0
+
+
+def hidden_alignment_loss(student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence[torch.Tensor],
+                          attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """L_cos averaged over matched layer pairs: mean_k (1 − cos(h_s^k, h_t^k)) over real tokens."""
+    losses = [cosine_loss(s, t, attention_mask) for s, t in zip(student_hidden, teacher_hidden)]
+    return torch.stack(losses).mean()
+
+
+def _labeled(labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    return ~torch.isnan(labels) if regression else labels >= 0
+
+
+def task_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                           w: LossWeights, student_hidden: Sequence[torch.Tensor] = (),
+                           teacher_hidden: Sequence[torch.Tensor] = (),
+                           attention_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+    """α_ce·L_ce + α_hard·L_hard + α_cos·L_cos for a batch of a classification or regression (1 output) task.
+
+    L_ce is KL·T² between softened distributions (classes) or MSE to the teacher's score (regression).
+    L_hard is CE / MSE to the gold label over the labeled rows only (label -1 or NaN = unlabeled).
+    """
+    regression = student_logits.shape[-1] == 1
+    teacher_logits = teacher_logits.to(student_logits.dtype)
+    zero = student_logits.new_zeros(())
+    if regression:
+        l_ce = mse_logit_loss(student_logits, teacher_logits)
+    else:
+        l_ce = soft_target_loss(student_logits, teacher_logits, w.temperature)
+    has = _labeled(labels, regression)
+    l_hard = hard_label_loss(student_logits[has], labels[has]) if has.any() and w.alpha_hard > 0 else zero
+    l_cos = zero
+    if w.alpha_cos > 0 and len(student_hidden):
+        l_cos = hidden_alignment_loss(student_hidden, teacher_hidden, attention_mask)
+    loss = w.alpha_ce * l_ce + w.alpha_hard * l_hard + w.alpha_cos * l_cos
+    return loss, {"l_ce": float(l_ce), "l_hard": float(l_hard), "l_cos": float(l_cos)}
+
+
+def mlm_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                          w: LossWeights, student_hidden: Sequence[torch.Tensor] = (),
+                          teacher_hidden: Sequence[torch.Tensor] = (),
+                          attention_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+    """α_ce·L_ce + α_mlm·L_mlm + α_cos·L_cos; L_ce over the vocabulary at the masked positions (labels ≠ -100)."""
+    masked = labels != -100
+    zero = student_logits.new_zeros(())
+    l_ce = soft_target_loss(student_logits[masked], teacher_logits[masked].to(student_logits.dtype),
+                            w.temperature) if masked.any() else zero
+    l_mlm = mlm_loss(student_logits, labels) if masked.any() else zero
+    l_cos = zero
+    if w.alpha_cos > 0 and len(student_hidden):
+        l_cos = hidden_alignment_loss(student_hidden, teacher_hidden, attention_mask)
+    loss = w.alpha_ce * l_ce + w.alpha_mlm * l_mlm + w.alpha_cos * l_cos
+    return loss, {"l_ce": float(l_ce), "l_mlm": float(l_mlm), "l_cos": float(l_cos)}
+
+
+# ---------------------------------------------------------------------------------------------------- config
+def _resolve_path(value: str, info: ValidationInfo) -> str:
+    """Paths in recipes are relative to the recipe file (split keywords are kept as they are)."""
+    base = (info.context or {}).get("base_dir")
+    if value in _SPLIT_WORDS or base is None:
+        return value
+    p = Path(os.path.expanduser(value))
+    return str(p if p.is_absolute() else (Path(base) / p).resolve())
+
+
+class DistillConfig(StageConfig, TrainingArgs):
+    """Distil the parent model (the teacher) into a smaller student that keeps a subset of its layers."""
+
+    kind: Literal["distill"] = "distill"
+    objective: Literal["task", "mlm"] = Field(
+        default="task", description="`task`: distil a fine-tuned classifier on the task's data (soft targets + "
+                                    "labels); `mlm`: general distillation of a *ForMaskedLM teacher on raw text.")
+    layers: Optional[list[int]] = Field(
+        default=None, description="Teacher layers the student keeps, 0-based (default: every other layer, "
+                                  "e.g. 6 → [0, 2, 4], 12 → [0, 2, 4, 7, 9, 11]).")
+    num_layers: Optional[int] = Field(default=None, gt=0,
+                                      description="Keep this many layers, spread evenly (instead of `layers`).")
+    architecture: Literal["distilbert", "bert"] = Field(
+        default="distilbert", description="`distilbert`: a stock DistilBert* student (no segment embeddings; the "
+                                          "type-0 vector is folded into the positions); `bert`: the teacher's "
+                                          "class with fewer layers and one token type.")
+    init: Literal["teacher", "random"] = Field(
+        default="teacher", description="`teacher`: copy embeddings, kept layers and head; `random`: same shape, "
+                                       "fresh weights (ablation).")
+    student_from: Optional[str] = Field(
+        default=None, description="Earlier stage whose model initialises the student instead (e.g. a general "
+                                  "`objective: mlm` stage); its layer choice is read from its lineage.")
+    temperature: float = Field(default=2.0, description="Softmax temperature T of the soft targets (training "
+                                                        "only; the student predicts at T=1).")
+    alpha_ce: float = Field(default=5.0, ge=0, description="Weight of the soft-target loss L_ce (KL · T²; MSE "
+                                                           "to the teacher for regression).")
+    alpha_hard: float = Field(default=2.0, ge=0, description="Weight of the hard-label loss (CE / MSE to the "
+                                                             "gold label); task objective.")
+    alpha_mlm: float = Field(default=2.0, ge=0, description="Weight of the masked-LM loss L_mlm; mlm objective.")
+    alpha_cos: float = Field(default=1.0, ge=0, description="Weight of the cosine loss L_cos between matched "
+                                                            "student/teacher hidden states.")
+    cos_layers: Literal["matched", "last"] = Field(
+        default="matched", description="L_cos on every kept layer paired with its teacher layer (`matched`) or "
+                                       "on the last pair only (`last`, DistilBERT's choice; a smaller cache).")
+    cache_hidden: bool = Field(default=True, description="Store the teacher's hidden states in the teacher "
+                                                         "cache; false: run the teacher each step for L_cos "
+                                                         "(no disk, slower).")
+    unlabeled: list[str] = Field(
+        default_factory=list, description="Extra text trained on with soft targets only (no labels): `test` (the "
+                                          "task's test split) or text files, one example per line (a tab "
+                                          "separates a sentence pair).")
+    text_source: Optional[str] = Field(
+        default=None, description="mlm objective: raw text — a .txt file (one text per line), a folder of .txt "
+                                  "files or a saved `datasets` dataset, a .csv/.json/.jsonl/.parquet file, or "
+                                  "`train`/`test` (the task's sentences).")
+    text_column: str = Field(default="text", description="Column of `text_source` holding the text "
+                                                         "(datasets and csv/json/parquet files).")
+    mlm_probability: float = Field(default=0.15, gt=0, lt=1,
+                                   description="Fraction of tokens masked (re-drawn every epoch).")
+    teacher_batch_size: int = Field(default=64, gt=0, description="Batch size of the teacher's caching pass.")
+    learning_rate: float = Field(default=1e-4, gt=0, description="Peak AdamW learning rate.")
+    epochs: float = Field(default=3.0, gt=0, description="Passes over the training data (fractions allowed).")
+
+    @field_validator("temperature")
+    @classmethod
+    def _positive_temperature(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError(f"must be > 0 (got {v})")
+        return v
+
+    @field_validator("layers")
+    @classmethod
+    def _increasing_layers(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("must not be empty")
+        if min(v) < 0:
+            raise ValueError(f"layer indices are 0-based and >= 0 (got {v})")
+        if v != sorted(set(v)):
+            raise ValueError(f"must be increasing without repeats (got {v})")
+        return v
+
+    @field_validator("num_layers")
+    @classmethod
+    def _not_both(cls, v: Optional[int], info: ValidationInfo) -> Optional[int]:
+        if v is not None and info.data.get("layers") is not None:
+            raise ValueError("give either layers or num_layers, not both")
+        return v
+
+    @field_validator("unlabeled")
+    @classmethod
+    def _unlabeled_sources(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        out = []
+        for item in v:
+            if item in ("dev", "validation"):
+                raise ValueError("the dev split is for evaluation; use `test` or a text file")
+            if item == "train":
+                raise ValueError("the train split is already used with its labels")
+            item = _resolve_path(item, info)
+            if item != "test" and not Path(item).is_file():
+                raise ValueError(f"text file {item!r} not found")
+            out.append(item)
+        return out
+
+    @field_validator("text_source")
+    @classmethod
+    def _text_source_exists(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if v is None:
+            return v
+        v = _resolve_path(v, info)
+        if v not in _SPLIT_WORDS and not Path(v).exists():
+            raise ValueError(f"{v!r} not found")
+        return v
+
+    @model_validator(mode="after")
+    def _objective_fields(self) -> "DistillConfig":
+        if self.objective == "mlm":
+            if self.text_source is None:
+                raise ValueError("text_source: required with objective: mlm (a text file, a folder, a dataset "
+                                 "or `train`)")
+            if self.alpha_ce == self.alpha_mlm == self.alpha_cos == 0:
+                raise ValueError("alpha_ce, alpha_mlm and alpha_cos are all 0: nothing to learn")
+            if self.student_from is not None or self.unlabeled:
+                raise ValueError("student_from/unlabeled: only with objective: task")
+        else:
+            if self.text_source is not None:
+                raise ValueError("text_source: only with objective: mlm (use `unlabeled` for extra task text)")
+            if self.alpha_ce == self.alpha_hard == self.alpha_cos == 0:
+                raise ValueError("alpha_ce, alpha_hard and alpha_cos are all 0: nothing to learn")
+        if self.student_from is not None and (self.layers is not None or self.num_layers is not None
+                                              or self.init != "teacher"):
+            raise ValueError("student_from: the student comes from that stage; drop layers/num_layers/init")
+        return self
+
+    def needs_train_split(self) -> bool:
+        if self.objective == "mlm":
+            return self.text_source == "train"
+        return True
+
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(self.temperature, self.alpha_ce, self.alpha_hard, self.alpha_mlm, self.alpha_cos)
+
+
+# ---------------------------------------------------------------------------------------------------- data
+def read_text_lines(path: Path) -> list[str]:
+    return [line.rstrip("\n") for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_text(source: str, column: str, data: Optional[glue.TaskData] = None) -> list[str]:
+    """Raw text for general distillation: a file, a folder, a saved `datasets` dataset, or a task split."""
+    if source in _SPLIT_WORDS:
+        ds = getattr(data, source, None) if data is not None else None
+        if ds is None:
+            raise DataError(f"text_source: the task has no {source} split")
+        texts = [t for t in ds["sentence1"]] + [t for t in ds["sentence2"] if t]
+        return [t for t in texts if t and t.strip()]
+    path = Path(source)
+    if path.is_dir():
+        if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
+            import datasets
+
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+            return _column(ds, column, source)
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise DataError(f"text_source: {path} holds no .txt files and is not a saved dataset")
+        return [line for f in files for line in read_text_lines(f)]
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".json", ".jsonl", ".parquet"):
+        import datasets
+
+        kind = {".jsonl": "json"}.get(suffix, suffix[1:])
+        return _column(datasets.load_dataset(kind, data_files=str(path), split="train"), column, source)
+    return read_text_lines(path)
+
+
+def _column(ds: Any, column: str, source: str) -> list[str]:
+    if column not in ds.column_names:
+        raise DataError(f"text_source: {source} has no column {column!r} (columns: {ds.column_names})")
+    return [t for t in ds[column] if isinstance(t, str) and t.strip()]
+
+
+def _unlabeled_rows(items: list[str], data: glue.TaskData) -> dict[str, list]:
+    """GLUE-shaped columns for the `unlabeled:` sources (label -1 / NaN)."""
+    s1: list[str] = []
+    s2: list[Optional[str]] = []
+    pair = len(data.task.text) == 2
+    for item in items:
+        if item == "test":
+            if data.test is None:
+                raise DataError(f"unlabeled: task {data.task.name} has no test split")
+            s1 += list(data.test["sentence1"])
+            s2 += list(data.test["sentence2"])
+            continue
+        for n, line in enumerate(read_text_lines(Path(item))):
+            parts = line.split("\t")
+            if pair and len(parts) != 2:
+                raise DataError(f"{item} line {n + 1}: a pair task needs two tab-separated sentences")
+            s1.append(parts[0])
+            s2.append(parts[1] if pair else None)
+    no_label = float("nan") if data.task.is_regression else -1
+    return {"sentence1": s1, "sentence2": s2, "label": [no_label] * len(s1)}
+
+
+def training_texts(data: glue.TaskData, unlabeled: list[str]):
+    """The train split plus the unlabeled rows, as one GLUE-shaped dataset with `idx` = position."""
+    import datasets
+
+    train = data.train
+    if train is None:
+        raise DataError(f"{data.task.name}: no train split to distil on")
+    cols = {"sentence1": list(train["sentence1"]), "sentence2": list(train["sentence2"]),
+            "label": list(train["label"])}
+    if unlabeled:
+        extra = _unlabeled_rows(unlabeled, data)
+        for k in cols:
+            cols[k] += extra[k]
+    cols["idx"] = list(range(len(cols["label"])))
+    features = datasets.Features({
+        "idx": datasets.Value("int64"), "sentence1": datasets.Value("string"),
+        "sentence2": datasets.Value("string"),
+        "label": datasets.Value("float32") if data.task.is_regression else datasets.Value("int64")})
+    return datasets.Dataset.from_dict(cols, features=features)
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+class TaskCollator:
+    """Pads a batch and attaches the teacher's cached logits (and hidden states) by example position."""
+
+    def __init__(self, pad_id: int, cache: Any, regression: bool, hidden_slots: Optional[list[int]]):
+        self.pad_id, self.cache, self.regression, self.hidden_slots = pad_id, cache, regression, hidden_slots
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        ids = _pad([e["input_ids"] for e in examples], self.pad_id)
+        mask = _pad([e["attention_mask"] for e in examples], 0)
+        pos = [int(e["idx"]) for e in examples]
+        dtype = torch.float32 if self.regression else torch.long
+        batch = {"input_ids": ids, "attention_mask": mask,
+                 "labels": torch.tensor([e["labels"] for e in examples], dtype=dtype),
+                 "teacher_logits": self.cache.logits[pos]}
+        if self.hidden_slots is not None:
+            batch["teacher_hidden"] = self.cache.hidden_batch(pos, ids.shape[1])[:, :, self.hidden_slots]
+        else:  # the teacher runs online: it needs its own inputs
+            batch["idx"] = torch.tensor(pos)
+        return batch
+
+
+# ---------------------------------------------------------------------------------------------------- run
+def _cos_pairs(layers: list[int], cos_layers: str) -> list[tuple[int, int]]:
+    from hfdistill.models.student import matched_hidden_layers
+
+    pairs = matched_hidden_layers(layers)
+    return pairs[-1:] if cos_layers == "last" else pairs
+
+
+def _student_from_stage(cfg: DistillConfig, ctx: StageContext, teacher: torch.nn.Module):
+    """The student from an earlier stage's folder (e.g. general distillation), with this task's head."""
+    from hfdistill.models.student import default_layers
+    from hfdistill.stages.finetune import load_for_training
+
+    folder = ctx.stage_folders.get(cfg.student_from)
+    if folder is None:
+        raise ModelError(f"student_from: stage {cfg.student_from!r} has no finished model for task {ctx.task}")
+    student = load_for_training(ModelFolder(Path(folder)), ctx.data.task)
+    info = (read_json(Path(folder) / "lineage.json") or {}).get("info", {})
+    n_teacher = teacher.config.num_hidden_layers
+    layers = info.get("layers") or default_layers(n_teacher)
+    if len(layers) != student.config.num_hidden_layers or max(layers) >= n_teacher:
+        layers = default_layers(n_teacher)[:student.config.num_hidden_layers]
+    return student, {"layers": layers, "num_layers": len(layers), "student_from": cfg.student_from,
+                     "architecture": student.config.model_type, "init": "stage"}
+
+
+def _save(model: torch.nn.Module, tokenizer_dir: Path, out: Path, ctx: StageContext) -> None:
+    from hfdistill.models.student import save_student_tokenizer
+
+    if ctx.is_main:
+        model.save_pretrained(out, safe_serialization=True)
+        save_student_tokenizer(tokenizer_dir, out)
+
+
+@register("distill", DistillConfig)
+def run(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> dict:
+    if cfg.objective == "mlm":
+        return _run_mlm(cfg, parent, ctx, out)
+    return _run_task(cfg, parent, ctx, out)
+
+
+def _run_task(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> dict:
+    from transformers import AutoTokenizer
+
+    from hfdistill.models.student import build_student, load_teacher
+    from hfdistill.teacher_cache import teacher_outputs
+
+    task = ctx.data.task
+    max_len = ctx.recipe.max_seq_length
+    teacher = load_teacher(parent.path)
+    if teacher.config.num_labels != task.num_labels:
+        raise ModelError(f"teacher {parent.path} has {teacher.config.num_labels} outputs but {task.name} needs "
+                         f"{task.num_labels}: fine-tune it on the task first (a finetune stage before distill)")
+    if cfg.student_from is not None:
+        student, facts = _student_from_stage(cfg, ctx, teacher)
+    else:
+        student, facts = build_student(teacher, cfg.layers, cfg.num_layers, cfg.architecture, cfg.init,
+                                       seed=ctx.seed)
+    pairs = _cos_pairs(facts["layers"], cfg.cos_layers) if cfg.alpha_cos > 0 else []
+    teacher_idx = sorted({t for _, t in pairs})
+    cache_hidden = bool(pairs) and cfg.cache_hidden
+
+    texts = training_texts(ctx.data, cfg.unlabeled)
+    cache = teacher_outputs(parent.path, texts, max_len, ctx.cache_dir,
+                            with_hidden=teacher_idx if cache_hidden else False,
+                            batch_size=cfg.teacher_batch_size, accelerator=ctx.accelerator)
+    ctx.log(f"{cfg.name}: teacher outputs for {len(texts)} examples "
+            f"{'read from' if cache.from_cache else 'written to'} {cache.path}")
+    if not (pairs and not cache_hidden):
+        del teacher  # the cache holds all the teacher has to say
+
+    tokenizer = AutoTokenizer.from_pretrained(str(parent.path))
+    encoded = glue.encode(texts, tokenizer, max_len, keep_idx=True)
+    encoded = encoded.remove_columns([c for c in encoded.column_names
+                                      if c not in ("input_ids", "attention_mask", "labels", "idx")])
+    slots = [teacher_idx.index(t) for _, t in pairs] if cache_hidden else None
+    collate = TaskCollator(tokenizer.pad_token_id or 0, cache, task.is_regression, slots)
+    weights = cfg.loss_weights()
+    student_idx = [s for s, _ in pairs]
+
+    online = None
+    if pairs and not cache_hidden:  # teacher hidden states computed each step
+        teacher.to(ctx.accelerator.device)
+        teacher_enc = glue.encode(texts, tokenizer, max_len, with_labels=False)
+        online = (teacher, teacher_enc, tokenizer.pad_token_id or 0)
+
+    def loss_fn(model, batch):
+        mask = batch["attention_mask"]
+        s_out = model(input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=bool(pairs))
+        hs = [s_out.hidden_states[i] for i in student_idx]
+        if online is not None:
+            ht = _online_teacher_hidden(online, batch["idx"].tolist(), mask.shape[1], [t for _, t in pairs])
+        elif pairs:
+            ht = [batch["teacher_hidden"][:, :, k] for k in range(len(pairs))]
+        else:
+            ht = []
+        return task_distillation_loss(s_out.logits, batch["teacher_logits"], batch["labels"], weights, hs, ht, mask)
+
+    ctx.log(f"{cfg.name}: distilling {parent.path.name} ({facts.get('teacher_layers', '?')} layers) into "
+            f"{facts['architecture']} layers {facts['layers']} on {len(encoded)} {task.name} examples")
+    result = train(student, encoded, loss_fn, training_args(cfg), ctx, collate_fn=collate,
+                   desc=f"{cfg.name}/{task.name}")
+    student.eval()
+    tok_dir = Path(ctx.stage_folders[cfg.student_from]) if cfg.student_from else parent.path
+    _save(student, tok_dir, out, ctx)
+    facts.update({"objective": "task", "temperature": cfg.temperature,
+                  "loss_weights": {"alpha_ce": cfg.alpha_ce, "alpha_hard": cfg.alpha_hard,
+                                   "alpha_cos": cfg.alpha_cos},
+                  "cos_pairs": pairs, "train_examples": len(ctx.data.train),
+                  "unlabeled_examples": len(texts) - len(ctx.data.train),
+                  "teacher_cache": {"key": cache.path.name, "reused": cache.from_cache,
+                                    "hidden": cache_hidden},
+                  "steps": result.steps, "train_loss": round(result.loss, 5),
+                  "train_seconds": round(result.seconds, 1), "resumed_from_step": result.resumed_from})
+    return facts
+
+
+@torch.no_grad()
+def _online_teacher_hidden(online, pos: list[int], width: int, layers: list[int]) -> list[torch.Tensor]:
+    teacher, enc, pad_id = online
+    rows = enc.select(pos)
+    device = next(teacher.parameters()).device
+    inputs = {}
+    for name in enc.column_names:
+        t = _pad([list(r) for r in rows[name]], pad_id if name == "input_ids" else 0)
+        inputs[name] = torch.nn.functional.pad(t, (0, width - t.shape[1]), value=0).to(device)
+    out = teacher(**inputs, output_hidden_states=True)
+    return [out.hidden_states[k] for k in layers]
+
+
+def _run_mlm(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> dict:
+    from transformers import AutoTokenizer, DataCollatorForLanguageModeling
+
+    from hfdistill.models.student import STUDENT_INPUT_NAMES, build_student, load_teacher
+
+    teacher = load_teacher(parent.path, masked_lm=True)
+    student, facts = build_student(teacher, cfg.layers, cfg.num_layers, cfg.architecture, cfg.init, seed=ctx.seed)
+    pairs = _cos_pairs(facts["layers"], cfg.cos_layers) if cfg.alpha_cos > 0 else []
+    texts = load_text(cfg.text_source, cfg.text_column, ctx.data)
+    if not texts:
+        raise DataError(f"text_source: {cfg.text_source} holds no text")
+    tokenizer = AutoTokenizer.from_pretrained(str(parent.path), model_input_names=list(STUDENT_INPUT_NAMES))
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"text": texts}).map(
+        lambda b: tokenizer(b["text"], truncation=True, max_length=ctx.recipe.max_seq_length,
+                            return_special_tokens_mask=True),
+        batched=True, remove_columns=["text"], desc="tokenize", load_from_cache_file=False)
+    # Masks are drawn when a batch is collated, so every epoch sees a fresh masking (dynamic masking).
+    collate = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=cfg.mlm_probability)
+    teacher.to(ctx.accelerator.device)
+    weights = cfg.loss_weights()
+
+    def loss_fn(model, batch):
+        mask = batch["attention_mask"]
+        with torch.no_grad():
+            t_out = teacher(input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=bool(pairs))
+        s_out = model(input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=bool(pairs))
+        hs = [s_out.hidden_states[s] for s, _ in pairs]
+        ht = [t_out.hidden_states[t] for _, t in pairs]
+        return mlm_distillation_loss(s_out.logits, t_out.logits, batch["labels"], weights, hs, ht, mask)
+
+    ctx.log(f"{cfg.name}: general distillation of {parent.path.name} into {facts['architecture']} layers "
+            f"{facts['layers']} on {len(ds)} texts")
+    result = train(student, ds, loss_fn, training_args(cfg), ctx, collate_fn=collate,
+                   desc=f"{cfg.name}/{ctx.task}")
+    student.eval()
+    _save(student, parent.path, out, ctx)
+    facts.update({"objective": "mlm", "temperature": cfg.temperature,
+                  "loss_weights": {"alpha_ce": cfg.alpha_ce, "alpha_mlm": cfg.alpha_mlm,
+                                   "alpha_cos": cfg.alpha_cos},
+                  "cos_pairs": pairs, "texts": len(ds), "mlm_probability": cfg.mlm_probability,
+                  "steps": result.steps, "train_loss": round(result.loss, 5),
+                  "train_seconds": round(result.seconds, 1), "resumed_from_step": result.resumed_from})
+    return facts

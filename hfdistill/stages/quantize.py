@@ -1,0 +1,301 @@
+"""`kind: quantize` — quantize any model the pipeline produced (teacher, distilled, pruned).
+
+    method: bnb-8bit   LLM.int8 (bitsandbytes): int8 weights, outlier features in fp16
+    method: bnb-4bit   NF4 or FP4 weights (bitsandbytes), optional double quantization of the scales
+    method: int8-cpu   ONNX export + ONNX Runtime dynamic int8 quantization: the fast choice for CPU serving
+
+bitsandbytes models are saved with `save_pretrained` and reload with plain `from_pretrained`; int8-cpu folders hold
+`model.onnx` and reload with `hfdistill.quantization.load_int8_cpu`. The model is saved *before* it runs any
+forward (a 4-bit forward on an AVX512-BF16 CPU repacks the weights and a later save would corrupt them); the saved
+folder is then reloaded and must reproduce the in-memory model's predictions.
+
+`recover:` trains LoRA adapters on the quantized model (QLoRA-style for 4-bit: frozen quantized base, fp32 adapters
+and head), distilling from the parent's logits (L_ce = KL·T², `hfdistill.losses.soft_target_loss`; MSE for
+regression) read from the shared teacher cache. The adapter is saved in `adapter/` beside the quantized base.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hfdistill import glue
+from hfdistill.errors import DataError, ModelError
+from hfdistill.folder import ModelFolder
+from hfdistill.stages.base import StageConfig, StageContext, register
+from hfdistill.training import TrainingArgs, train, training_args
+
+#: Dev examples used to check the saved folder against the in-memory model and to measure agreement.
+CHECK_EXAMPLES = 256
+
+
+class LoraSpec(BaseModel):
+    """The LoRA adapters trained by `recover`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(default=8, gt=0, le=256, description="LoRA rank.")
+    alpha: float = Field(default=16.0, gt=0, description="LoRA scaling numerator (`lora_alpha`; scale = alpha / r).")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: Union[Literal["all-linear"], list[str]] = Field(
+        default="all-linear",
+        description="Modules that get adapters: `all-linear` (every quantized linear layer) or a list of names "
+                    "or suffixes, e.g. [query, value] for BERT, [q_lin, v_lin] for DistilBERT.")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("needs at least one module name (or `all-linear`)")
+        return v
+
+
+class RecoverConfig(TrainingArgs):
+    """Recovery adapters: LoRA on the quantized model, distilled from the parent's logits on the train split."""
+
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="The adapters: r, alpha, dropout, target_modules.")
+    temperature: float = Field(default=2.0, gt=0, description="Softmax temperature T of L_ce = KL·T² to the parent.")
+    learning_rate: float = Field(default=5e-4, gt=0, description="Peak AdamW learning rate (adapters and head).")
+    max_train_samples: Optional[int] = Field(default=None, gt=0,
+                                             description="Use only the first N training examples for recovery.")
+
+
+class QuantizeConfig(StageConfig):
+    """Quantize the parent model. Options that belong to another method are refused, not ignored."""
+
+    kind: Literal["quantize"] = Field(description="quantize")
+    method: Literal["bnb-8bit", "bnb-4bit", "int8-cpu"] = Field(
+        description="bnb-8bit (LLM.int8), bnb-4bit (NF4/FP4, bitsandbytes) or int8-cpu (ONNX Runtime dynamic "
+                    "int8, fast CPU inference; needs the `onnx` extra).")
+    quant_type: Optional[Literal["nf4", "fp4"]] = Field(
+        default=None, description="bnb-4bit only: 4-bit data type, nf4 (default) or fp4.")
+    double_quant: Optional[bool] = Field(
+        default=None, description="bnb-4bit only: also quantize the per-block scales (default true).")
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="bnb-4bit only: dtype of the matmuls; auto = float32, the only one that works on "
+                                    "every CPU (AVX512-BF16 CPUs fail with others).")
+    skip_modules: Optional[list[str]] = Field(
+        default=None, description="bnb: modules kept in full precision (names, suffixes or regexes); default: the "
+                                  "classification head. For 4-bit, layers the CPU kernels cannot take (sizes not "
+                                  "multiples of 32/64) are always added.")
+    int8_threshold: Optional[float] = Field(
+        default=None, description="bnb-8bit only: LLM.int8 outlier threshold (default 6.0).")
+    per_channel: Optional[bool] = Field(
+        default=None, description="int8-cpu only: one weight scale per output channel instead of per tensor "
+                                  "(default false).")
+    quantize_embeddings: Optional[bool] = Field(
+        default=None, description="int8-cpu only: also store the embedding tables in int8 (default true; 4× "
+                                  "smaller file).")
+    recover: Optional[RecoverConfig] = Field(
+        default=None, description="bnb only: train LoRA recovery adapters distilled from the parent's logits.")
+
+    @field_validator("skip_modules")
+    @classmethod
+    def _names(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        if v is not None and any(not isinstance(s, str) or not s.strip() for s in v):
+            raise ValueError("module names must be non-empty strings")
+        return v
+
+    @model_validator(mode="after")
+    def _method_fields(self) -> "QuantizeConfig":
+        own = {"bnb-4bit": ("quant_type", "double_quant", "skip_modules", "recover"),
+               "bnb-8bit": ("int8_threshold", "skip_modules", "recover"),
+               "int8-cpu": ("per_channel", "quantize_embeddings")}[self.method]
+        for name in ("quant_type", "double_quant", "int8_threshold", "skip_modules", "per_channel",
+                     "quantize_embeddings", "recover"):
+            if getattr(self, name) is not None and name not in own:
+                users = [m for m, f in (("bnb-8bit", ("int8_threshold", "skip_modules", "recover")),
+                                        ("bnb-4bit", ("quant_type", "double_quant", "skip_modules", "recover")),
+                                        ("int8-cpu", ("per_channel", "quantize_embeddings"))) if name in f]
+                raise ValueError(f"{name}: only applies to method {' or '.join(users)}, not {self.method}")
+        if self.compute_dtype != "auto" and self.method != "bnb-4bit":
+            raise ValueError(f"compute_dtype: only applies to method bnb-4bit, not {self.method}")
+        return self
+
+    def needs_train_split(self) -> bool:
+        return self.recover is not None  # recovery distils on the train text (labels unused)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+def _check_parent(parent: ModelFolder) -> None:
+    from hfdistill.quantization import has_adapter, is_int8_cpu_folder
+
+    if is_int8_cpu_folder(parent.path):
+        raise ModelError(f"{parent.path}: the parent is an int8-cpu artefact; quantize from an unquantized stage")
+    if parent.config.get("quantization_config") or has_adapter(parent.path):
+        raise ModelError(f"{parent.path}: the parent is already quantized; quantize from an unquantized stage")
+
+
+def _check_rows(ds: Any, n: int) -> Any:
+    return ds.select(range(min(n, len(ds))))
+
+
+def _positions(ds: Any) -> Any:
+    """GLUE rows with `idx` = position (the teacher cache indexes its logits by position)."""
+    ds = ds.remove_columns([c for c in ds.column_names if c not in ("sentence1", "sentence2", "label")])
+    return ds.add_column("idx", list(range(len(ds))))
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+class _Collator:
+    """Pads the model inputs (token_type_ids too: pair tasks need them) and attaches the parent's logits."""
+
+    def __init__(self, pad_id: int, parent_logits: torch.Tensor):
+        self.pad_id, self.parent_logits = pad_id, parent_logits
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        batch = {"input_ids": _pad([e["input_ids"] for e in examples], self.pad_id),
+                 "attention_mask": _pad([e["attention_mask"] for e in examples], 0)}
+        if "token_type_ids" in examples[0]:
+            batch["token_type_ids"] = _pad([e["token_type_ids"] for e in examples], 0)
+        batch["parent_logits"] = self.parent_logits[[int(e["idx"]) for e in examples]]
+        return batch
+
+
+def _encoded(ds: Any, tokenizer: Any, max_len: int) -> Any:
+    enc = glue.encode(ds, tokenizer, max_len, with_labels=False, keep_idx=True)
+    return enc
+
+
+@torch.inference_mode()
+def _logits(model: Any, encoded: Any, pad_id: int, batch_size: int = 32) -> torch.Tensor:
+    collate = _Collator(pad_id, torch.zeros(len(encoded), 1))
+    out = []
+    for start in range(0, len(encoded), batch_size):
+        batch = collate([encoded[i] for i in range(start, min(start + batch_size, len(encoded)))])
+        batch.pop("parent_logits")
+        out.append(model(**batch).logits.float())
+    return torch.cat(out)
+
+
+def agreement(logits: torch.Tensor, parent_logits: torch.Tensor) -> dict[str, float]:
+    """How closely a model follows its parent: argmax agreement and KL(parent ‖ model) (T=1) for classes,
+    mean squared difference for a regression output."""
+    from hfdistill.losses import mse_logit_loss, soft_target_loss
+
+    parent_logits = parent_logits.float()
+    if logits.shape[-1] == 1:
+        return {"mse": round(float(mse_logit_loss(logits, parent_logits)), 6)}
+    return {"agreement": round(float((logits.argmax(-1) == parent_logits.argmax(-1)).float().mean()), 6),
+            "kl": round(float(soft_target_loss(logits, parent_logits, 1.0)), 6)}
+
+
+def _sample_texts(ds: Any, n: int = 8) -> list[str]:
+    return [s for s in ds["sentence1"][:n] if s] or ["a short example sentence"]
+
+
+# ---------------------------------------------------------------------------------------------------- run
+
+@register("quantize", QuantizeConfig)
+def run(cfg: QuantizeConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> dict:
+    from hfdistill import quantization as q
+    from hfdistill.models import load_model, load_tokenizer
+
+    _check_parent(parent)
+    max_len = int(getattr(ctx.recipe, "max_seq_length", 128))
+    tokenizer = load_tokenizer(parent.path)
+    parent_model = load_model(parent.path)
+    parent_bytes = q.weight_bytes(parent_model)
+
+    if cfg.method == "int8-cpu":
+        q.require_onnxruntime()
+        facts: dict[str, Any] = {"method": cfg.method}
+        if ctx.is_main:
+            facts.update(q.export_int8_cpu(parent_model, tokenizer, out, per_channel=bool(cfg.per_channel),
+                                           quantize_embeddings=cfg.quantize_embeddings is not False,
+                                           sample_texts=_sample_texts(ctx.data.dev), max_seq_length=max_len))
+        ctx.accelerator.wait_for_everyone()
+        facts.update({"parent_weight_bytes": parent_bytes, "weight_bytes": facts.get("weight_bytes"),
+                      "load": "hfdistill.quantization.load_int8_cpu(path)"})
+        return facts
+
+    plan = q.plan_bnb(cfg.method, parent_model, quant_type=cfg.quant_type or "nf4",
+                      double_quant=cfg.double_quant is not False, compute_dtype=cfg.compute_dtype,
+                      skip_modules=cfg.skip_modules,
+                      int8_threshold=6.0 if cfg.int8_threshold is None else cfg.int8_threshold)
+    ctx.log(f"{cfg.name}: {cfg.method} of {parent.path}, {len(plan.quantized_modules)} linear layers quantized, "
+            f"kept: {', '.join(plan.skip_modules) or 'none'}")
+    model = q.quantize_bnb(parent.path, plan)
+    if ctx.is_main:
+        q.save_bnb(model, out, tokenizer)  # before any forward: see the module docstring
+    ctx.accelerator.wait_for_everyone()
+    facts = plan.facts()
+    facts.update({"parent_weight_bytes": parent_bytes, "weight_bytes": q.weight_bytes(model)})
+
+    # The saved folder must reproduce the in-memory model (both forward only now, after the save).
+    check = _encoded(_check_rows(_positions(ctx.data.dev), CHECK_EXAMPLES), tokenizer, max_len)
+    pad_id = tokenizer.pad_token_id or 0
+    reloaded = q.load_bnb(out)
+    in_memory, from_disk = _logits(model, check, pad_id), _logits(reloaded, check, pad_id)
+    diff = float((in_memory - from_disk).abs().max())
+    same = bool((in_memory.argmax(-1) == from_disk.argmax(-1)).all()) if in_memory.shape[-1] > 1 else True
+    if not same or diff > 1e-3 * max(1.0, float(in_memory.abs().max())):
+        raise ModelError(f"{cfg.name}: the saved model does not reproduce the quantized model's predictions "
+                         f"(max |Δlogit| {diff:.2e} on {len(check)} dev examples)")
+    facts["reload_check"] = {"examples": len(check), "max_abs_diff": diff}
+    parent_dev = _logits(parent_model, check, pad_id)
+    facts["dev_agreement_with_parent"] = agreement(from_disk, parent_dev)
+    del model, reloaded
+
+    if cfg.recover is not None:
+        facts["recovery"] = _recover(cfg.recover, parent, ctx, out, tokenizer, check, parent_dev,
+                                     facts["dev_agreement_with_parent"])
+    return facts
+
+
+def _recover(rc: RecoverConfig, parent: ModelFolder, ctx: StageContext, out: Path, tokenizer: Any,
+             check: Any, parent_dev: torch.Tensor, before: dict[str, float]) -> dict[str, Any]:
+    from hfdistill import quantization as q
+    from hfdistill.losses import mse_logit_loss, soft_target_loss
+    from hfdistill.teacher_cache import teacher_outputs
+
+    if ctx.data.train is None or len(ctx.data.train) == 0:
+        raise DataError(f"{ctx.task}: recover needs the train split (its text; labels are not used)")
+    max_len = int(getattr(ctx.recipe, "max_seq_length", 128))
+    texts = _positions(ctx.data.train)
+    if rc.max_train_samples is not None:
+        texts = _check_rows(texts, rc.max_train_samples)
+    cache = teacher_outputs(parent.path, texts, max_len, ctx.cache_dir, accelerator=ctx.accelerator)
+    ctx.log(f"recover: parent logits for {len(texts)} examples "
+            f"{'read from' if cache.from_cache else 'written to'} {cache.path}")
+
+    # A fresh load of the saved base: it has never run an inference forward (see the module docstring).
+    model = q.add_lora(q.load_bnb(out), rc.lora.r, rc.lora.alpha, rc.lora.target_modules, rc.lora.dropout)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    encoded = _encoded(texts, tokenizer, max_len)
+    regression = cache.logits.shape[-1] == 1
+
+    def loss_fn(m: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        target = batch.pop("parent_logits")
+        logits = m(**batch).logits.float()
+        if regression:
+            return mse_logit_loss(logits, target), {}
+        return soft_target_loss(logits, target, rc.temperature), {}
+
+    result = train(model, encoded, loss_fn, training_args(rc), ctx,
+                   collate_fn=_Collator(tokenizer.pad_token_id or 0, cache.logits), desc="recover")
+    model.eval()
+    after = agreement(_logits(model, check, tokenizer.pad_token_id or 0), parent_dev)
+    if ctx.is_main:
+        # The base is this folder (the adapter sits in `adapter/` inside it).
+        q.save_adapter(ctx.accelerator.unwrap_model(model), out, base_model="..")
+    ctx.accelerator.wait_for_everyone()
+    key = "mse" if regression else "kl"
+    if (after[key] > before[key]):
+        ctx.log(f"recover: the adapter did not bring the model closer to its parent on dev ({key} "
+                f"{before[key]} → {after[key]})")
+    return {"adapter": q.ADAPTER_DIR, "base_model": "..", "lora": rc.lora.model_dump(), "trainable_params": trainable,
+            "temperature": rc.temperature, "train_examples": len(texts), "steps": result.steps,
+            "train_loss": round(result.loss, 6), "train_seconds": round(result.seconds, 1),
+            "teacher_cache": {"key": cache.path.name, "reused": cache.from_cache},
+            "dev_agreement_before": before, "dev_agreement_after": after}
