@@ -191,8 +191,13 @@ def _loc(loc: tuple) -> str:
     return out or "recipe"
 
 
+def _num(v: Any) -> Any:
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
 def _message(err: dict) -> str:
-    t, ctx = err["type"], err.get("ctx") or {}
+    t = err["type"]
+    ctx = {k: _num(v) for k, v in (err.get("ctx") or {}).items()}
     if t == "extra_forbidden":
         return "unknown key"
     if t == "missing":
@@ -263,20 +268,51 @@ def load_recipe(path: Path | str) -> Recipe:
 def reference_markdown() -> str:
     """The recipe reference (README), generated from the field descriptions."""
 
+    from hfdistill.stages.base import StageConfig
+
+    def type_name(ann: Any) -> str:
+        text = getattr(ann, "__name__", None) if getattr(ann, "__args__", None) is None else None
+        text = text or str(ann)
+        for noise in ("typing.", "pathlib.", "hfdistill.stages.", "hfdistill.", "<class '", "'>"):
+            text = text.replace(noise, "")
+        return text.replace("Optional[", "optional[").replace("|", "or")
+
     def table(model: type[BaseModel], title: str) -> str:
         rows = [f"### {title}", "", "| field | type | default | meaning |", "|---|---|---|---|"]
         for name, f in model.model_fields.items():
             if f.exclude:
                 continue
             key = f.alias or name
-            ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
-            default = "required" if f.is_required() else repr(f.default)
-            rows.append(f"| `{key}` | {ann} | {default} | {(f.description or '').replace('|', '/')} |")
+            desc = f.description or (StageConfig.model_fields.get(name).description
+                                     if name in StageConfig.model_fields else "")
+            if f.is_required():
+                default = "required"
+            elif f.default_factory is not None:
+                default = repr(f.default_factory())
+            else:
+                default = repr(f.default)
+            ann = "list[stage]" if model is Recipe and name == "stages" else type_name(f.annotation)
+            rows.append(f"| `{key}` | {ann} | {default} | {(desc or '').replace('|', '/')} |")
+            for sub in _nested_models(f.annotation):
+                nested.append((sub, f"{title} → `{key}:`"))
         return "\n".join(rows) + "\n"
 
+    nested: list[tuple[type[BaseModel], str]] = []
     parts = [table(Recipe, "Recipe (top level)")]
     for kind in REGISTRY.values():
         parts.append(table(kind.config_cls, f"Stage `kind: {kind.kind}`"))
     if PublishConfig is not dict:
         parts.append(table(PublishConfig, "`publish:`"))
+    while nested:
+        sub, title = nested.pop(0)
+        parts.append(table(sub, title))
     return "\n".join(parts)
+
+
+def _nested_models(ann: Any) -> list[type[BaseModel]]:
+    """Pydantic models inside an annotation (Optional[X], list[X]…), except the stage union and publish."""
+    from hfdistill.stages.base import StageConfig
+
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [] if issubclass(ann, StageConfig) or ann is PublishConfig else [ann]
+    return [m for a in getattr(ann, "__args__", ()) or () for m in _nested_models(a)]
