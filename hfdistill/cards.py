@@ -122,11 +122,17 @@ def run_dir_of(model: RunModel) -> Optional[Path]:
 
 def base_model_id(model: RunModel) -> Optional[str]:
     """The Hub id of a base model named in lineage, if it is one (a local folder has no Hub link)."""
-    parent = str(model.lineage.get("parent") or "")
-    if parent in KNOWN_BASE_IDS:
-        return KNOWN_BASE_IDS[parent]
-    if parent and not os.path.exists(parent) and parent.count("/") == 1 and not parent.startswith((".", "/")):
-        return parent
+    if model.lineage.get("parent_kind") != "base":
+        return None
+    return hub_id(str(model.lineage.get("parent") or ""))
+
+
+def hub_id(name: str) -> Optional[str]:
+    """`name` as a Hub id: a packaged short name's id, or `ns/name` that is not a local path."""
+    if name in KNOWN_BASE_IDS:
+        return KNOWN_BASE_IDS[name]
+    if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) and not os.path.exists(name):
+        return name
     return None
 
 
@@ -139,7 +145,8 @@ def base_license(model: RunModel, run_dir: Optional[Path]) -> Optional[str]:
     from huggingface_hub import metadata_load
 
     readme: Optional[Path] = None
-    parent = str(model.lineage.get("parent") or model.lineage.get("base_model") or "")
+    parent = str(model.lineage.get("base_model") or (model.lineage.get("parent")
+                 if model.lineage.get("parent_kind") == "base" else "") or "")
     if parent in KNOWN_BASE_IDS:
         try:
             from hfdistill.recipe import packaged_model_path
@@ -149,10 +156,10 @@ def base_license(model: RunModel, run_dir: Optional[Path]) -> Optional[str]:
             readme = None
     elif parent and Path(parent).is_dir():
         readme = Path(parent) / "README.md"
-    elif base_model_id(model):
+    elif hub_id(parent):
         from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(base_model_id(model), "README.md")
+        cached = try_to_load_from_cache(hub_id(parent), "README.md")
         readme = Path(cached) if isinstance(cached, str) else None
     if readme is not None and readme.is_file():
         lic = (metadata_load(readme) or {}).get("license")
@@ -331,8 +338,8 @@ def _limitations(model: RunModel, chain: list[RunModel], snippet: dict[str, Any]
                        if lat.get("threads") else
                        f"Latency was measured on {m.get('device', 'cpu')} at batch size {lat.get('batch_size', 1)}; "
                        f"other hardware gives other numbers.")
-        out.append("Scores are on the GLUE dev (validation) split, which was also watched during development; "
-                   "they are not GLUE test-server scores.")
+        out.append("Scores are on the GLUE dev (validation) split; GLUE's test labels are hidden, so these are "
+                   "not leaderboard (test-server) scores.")
     out.append("GLUE is English-only; the model inherits the biases and limits of its base model and of GLUE.")
     return out
 

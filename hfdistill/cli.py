@@ -100,12 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     ref = sub.add_parser("recipe-reference", help="print the recipe reference (Markdown)")
     ref.set_defaults(fn=_cmd_reference)
 
-    try:
-        from hfdistill import cli_hub
-    except ImportError:  # pragma: no cover
-        cli_hub = None
-    if cli_hub is not None:
-        cli_hub.add_commands(sub)
+    from hfdistill.hub import add_commands as add_hub_commands  # card, push, pull, hub serve
+
+    add_hub_commands(sub)
     return p
 
 

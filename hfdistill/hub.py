@@ -153,9 +153,9 @@ class PullResult:
 
 
 # ------------------------------------------------------------------------------------------------- errors
-def redact(text: str, token: Optional[str] = None) -> str:
+def redact(text: str, token: Optional[str | bool] = None) -> str:
     """Remove anything that looks like a token from a message."""
-    if token:
+    if isinstance(token, str) and token:
         text = text.replace(token, "***")
     text = re.sub(r"hf_[A-Za-z0-9]{8,}", "hf_***", text)
     return re.sub(r"(?i)(bearer\s+)\S+", r"\1***", text)
@@ -166,7 +166,7 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else ""
 
 
-def hub_error(exc: BaseException, action: str, token: Optional[str] = None, attempts: int = 1) -> HubError:
+def hub_error(exc: BaseException, action: str, token: Optional[str | bool] = None, attempts: int = 1) -> HubError:
     """A one-line HubError for any failure of a Hub call."""
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, RepositoryNotFoundError, \
@@ -219,7 +219,7 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError))
 
 
-def with_retries(fn: Callable[[], T], action: str, token: Optional[str] = None,
+def with_retries(fn: Callable[[], T], action: str, token: Optional[str | bool] = None,
                  waits: tuple[float, ...] = RETRY_WAITS, log: Callable[[str], None] = print) -> T:
     """Call `fn`, retrying 5xx/429/timeouts/dropped connections; any failure becomes a one-line HubError.
 
@@ -255,7 +255,7 @@ def _local_files(folder: Path) -> list[str]:
                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def push_folder(folder: Path, repo_id: str, *, endpoint: Optional[str] = None, token: Optional[str] = None,
+def push_folder(folder: Path, repo_id: str, *, endpoint: Optional[str] = None, token: Optional[str | bool] = None,
                 private: bool = False, revision: str = "main", tag: Optional[str] = None,
                 commit_message: Optional[str] = None, log: Callable[[str], None] = print,
                 retry_waits: tuple[float, ...] = RETRY_WAITS) -> PushResult:
@@ -290,8 +290,8 @@ def push_folder(folder: Path, repo_id: str, *, endpoint: Optional[str] = None, t
         if tag not in current:
             call(lambda: api.create_tag(repo_id, tag=tag, revision=head), "tag")
         elif current[tag] != head:
-            raise HubError(f"tag {repo_id}: tag '{tag}' already exists on commit {current[tag][:10]}; choose a new "
-                           f"`publish.tag`")
+            raise HubError(f"tag {repo_id}: pushed commit {head[:10]}, but tag '{tag}' already exists on commit "
+                           f"{current[tag][:10]}; choose a new `publish.tag`")
     base = (endpoint or _default_endpoint()).rstrip("/")
     return PushResult(folder=folder, repo_id=repo_id, commit=head, changed=changed, url=f"{base}/{repo_id}",
                       tag=tag)
@@ -331,7 +331,7 @@ class embedded_hub:
             self.running.stop()
 
 
-def push_run(run_dir: Path, publish: Optional[PublishConfig] = None, *, token: Optional[str] = None,
+def push_run(run_dir: Path, publish: Optional[PublishConfig] = None, *, token: Optional[str | bool] = None,
              endpoint: Optional[str] = None, log: Callable[[str], None] = print,
              retry_waits: tuple[float, ...] = RETRY_WAITS) -> list[PushResult]:
     """Refresh the cards, then push every model of the run, parents first; stops at the first failure.
@@ -374,30 +374,28 @@ def push_run(run_dir: Path, publish: Optional[PublishConfig] = None, *, token: O
 
 
 # ------------------------------------------------------------------------------------------------- pull
-def claimed_results(readme: Path) -> list[tuple[str, str, float]]:
-    """(task config, metric type, value) for each result in the card's model-index."""
+def claimed_results(readme: Path) -> list[tuple[str, str, str, float]]:
+    """(task config, split, metric type, value) for each result in the card's model-index."""
     from huggingface_hub import ModelCard
 
     try:
         card = ModelCard.load(readme, ignore_metadata_errors=True)
     except Exception:
         return []
-    return [(r.dataset_config or "", r.metric_type, float(r.metric_value))
+    return [(r.dataset_config or "", r.dataset_split or "", r.metric_type, float(r.metric_value))
             for r in (card.data.eval_results or []) if isinstance(r.metric_value, (int, float))]
 
 
-def _measured_by_type(metrics: dict[str, float]) -> dict[str, float]:
-    from hfdistill.cards import METRIC_TYPES
+def _measured_by_type(task: str, metrics: dict[str, float]) -> dict[tuple[str, str], float]:
+    """Measured metrics keyed like the card's claims: (Hub metric type, GLUE split)."""
+    from hfdistill.cards import METRIC_TYPES, glue_split
 
-    out: dict[str, float] = {}
-    for name, value in metrics.items():
-        if name == "accuracy_mismatched":
-            continue  # shares the `accuracy` type; compared through its split elsewhere
-        out[METRIC_TYPES.get(name, (name,))[0]] = float(value)
-    return out
+    return {(METRIC_TYPES.get(name, (name,))[0], glue_split(task, "dev", name)): float(value)
+            for name, value in metrics.items() if isinstance(value, (int, float))}
 
 
 def _default_evaluate(path: Path, task: str, lineage: dict[str, Any]) -> dict[str, float]:
+    """Re-run the evaluation with the run's limits (GLUE data from $HFDISTILL_GLUE_DIR or the recipe's source)."""
     from hfdistill.evaluation import evaluate_folder
 
     data = lineage.get("data") or {}
@@ -407,7 +405,7 @@ def _default_evaluate(path: Path, task: str, lineage: dict[str, Any]) -> dict[st
 
 
 def pull(repo_id: str, revision: Optional[str] = None, local_dir: Optional[Path] = None, verify: bool = False,
-         tolerance: float = 0.005, endpoint: Optional[str] = None, token: Optional[str] = None,
+         tolerance: float = 0.005, endpoint: Optional[str] = None, token: Optional[str | bool] = None,
          evaluate: Optional[Callable[[Path, str, dict], dict[str, float]]] = None,
          log: Callable[[str], None] = print) -> PullResult:
     """Download a published model, check every file's hash against the Hub's tree, and with `verify` re-run
@@ -436,15 +434,13 @@ def pull(repo_id: str, revision: Optional[str] = None, local_dir: Optional[Path]
             raise HubError(f"{action}: the card claims no results (model-index), nothing to verify")
         lineage = read_json(path / "lineage.json") or {}
         evaluate = evaluate or _default_evaluate
-        for task in sorted({t for t, _, _ in claims}):
+        for task in sorted({t for t, _, _, _ in claims}):
             log(f"re-evaluating {repo_id} on GLUE {task} dev …")
-            measured = _measured_by_type(evaluate(path, task, lineage))
-            seen: set[str] = set()
-            for t, mtype, value in claims:
-                if t != task or mtype in seen:
-                    continue
-                seen.add(mtype)
-                result.checks.append(MetricCheck(task, mtype, value, measured.get(mtype), tolerance))
+            measured = _measured_by_type(task, evaluate(path, task, lineage))
+            for t, split, mtype, value in claims:
+                if t == task:
+                    result.checks.append(MetricCheck(task, f"{mtype} ({split})" if split else mtype, value,
+                                                     measured.get((mtype, split)), tolerance))
         result.verified = True
     return result
 
@@ -461,3 +457,97 @@ def iter_report(result: PullResult) -> Iterator[str]:
         yield (f"  {c.task} {c.metric}: claimed {c.claimed:.4f}, measured {measured} "
                f"(±{c.tolerance:g}) {'ok' if c.ok else 'MISMATCH'}")
     yield "OK" if result.ok else "FAILED"
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def add_commands(sub: Any) -> None:
+    """`hfdistill card | push | pull | hub serve` (wired into cli.py's subparsers)."""
+    c = sub.add_parser("card", help="write the model card (README.md + size_vs_score.png) of a model folder")
+    c.add_argument("model_dir")
+    c.add_argument("--repo-id", help="the Hub repo id the card should name (default: planned from the recipe)")
+    c.set_defaults(fn=_cmd_card)
+
+    p = sub.add_parser("push", help="push every model of a run folder (cards refreshed, one commit per model)")
+    p.add_argument("run_dir")
+    p.add_argument("--endpoint", help="Hub URL or `embedded` (default: the recipe's publish.endpoint)")
+    p.add_argument("--storage", help="embedded Hub folder (default: publish.storage)")
+    p.add_argument("--repo-prefix")
+    p.add_argument("--revision")
+    p.add_argument("--tag")
+    p.add_argument("--private", action="store_true", default=None)
+    p.set_defaults(fn=_cmd_push)
+
+    q = sub.add_parser("pull", help="download a published model, check its hashes, optionally re-evaluate it")
+    q.add_argument("repo_id")
+    q.add_argument("--revision")
+    q.add_argument("--local-dir", help="download folder (default: ./<repo name>)")
+    q.add_argument("--verify", action="store_true", help="re-run the GLUE evaluation the card claims")
+    q.add_argument("--tolerance", type=float, default=0.005,
+                   help="allowed |measured - claimed| per metric (fractions; default 0.005)")
+    q.add_argument("--endpoint", help="Hub URL or `embedded` (default: HF_ENDPOINT / huggingface.co)")
+    q.add_argument("--storage", default="hub-storage", help="embedded Hub folder for --endpoint embedded")
+    q.add_argument("--glue-dir", help="GLUE folder for --verify (default $HFDISTILL_GLUE_DIR)")
+    q.add_argument("--hub-dataset", help="datasets id with GLUE configs for --verify (e.g. nyu-mll/glue)")
+    q.set_defaults(fn=_cmd_pull)
+
+    h = sub.add_parser("hub", help="the embedded Hub-compatible server")
+    hsub = h.add_subparsers(dest="hub_command", required=True)
+    s = hsub.add_parser("serve", help="serve a local Hub (API + web page); writes need $HFDISTILL_HUB_TOKEN if set")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8787)
+    s.add_argument("--storage", default="hub-storage")
+    s.set_defaults(fn=_cmd_serve)
+
+
+def _cmd_card(a: Any) -> int:
+    from hfdistill.cards import load_model_folder, run_dir_of, write_card
+
+    model = load_model_folder(Path(a.model_dir))
+    run_dir = run_dir_of(model)
+    publish = _publish_of(run_dir) if run_dir is not None else None
+    print(write_card(model.path, repo_ids={model.path: a.repo_id} if a.repo_id else None, publish=publish))
+    return 0
+
+
+def _cmd_push(a: Any) -> int:
+    run_dir = Path(a.run_dir)
+    publish = _publish_of(run_dir)
+    overrides = {k: v for k, v in {"endpoint": a.endpoint, "storage": a.storage, "repo_prefix": a.repo_prefix,
+                                   "revision": a.revision, "tag": a.tag, "private": a.private}.items()
+                 if v is not None}
+    try:
+        publish = PublishConfig(**{**publish.model_dump(exclude_unset=True), **overrides})
+    except Exception as exc:
+        raise HubError(f"push: {_first_line(str(exc))}") from None
+    results = push_run(run_dir, publish)
+    print(f"{sum(r.changed for r in results)} of {len(results)} model(s) changed")
+    return 0
+
+
+def _cmd_pull(a: Any) -> int:
+    def evaluate(path: Path, task: str, lineage: dict) -> dict[str, float]:
+        from hfdistill.evaluation import evaluate_folder
+
+        data = lineage.get("data") or {}
+        glue_dir = Path(a.glue_dir) if a.glue_dir else None
+        return evaluate_folder(path, task, glue_dir=glue_dir, hub_dataset=a.hub_dataset,
+                               max_samples=data.get("max_eval_samples"),
+                               max_seq_length=data.get("max_seq_length") or 128, latency_samples=30)["metrics"]
+
+    kwargs = dict(revision=a.revision, local_dir=Path(a.local_dir) if a.local_dir else None, verify=a.verify,
+                  tolerance=a.tolerance, evaluate=evaluate)
+    if a.endpoint == EMBEDDED:
+        with embedded_hub(Path(a.storage)) as url:
+            result = pull(a.repo_id, endpoint=url, **kwargs)
+    else:
+        result = pull(a.repo_id, endpoint=a.endpoint, **kwargs)
+    for line in iter_report(result):
+        print(line)
+    return 0 if result.ok else 1
+
+
+def _cmd_serve(a: Any) -> int:
+    from hfdistill.hubserver import serve
+
+    serve(a.host, a.port, Path(a.storage), os.environ.get("HFDISTILL_HUB_TOKEN") or None)
+    return 0

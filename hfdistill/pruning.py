@@ -164,7 +164,8 @@ class Gates:
 # Importance scores
 
 def _forward(model: nn.Module, batch: dict) -> torch.Tensor:
-    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     if arch_of(model).family == "distilbert":
         inputs.pop("token_type_ids", None)
     return model(**inputs).logits
@@ -213,14 +214,14 @@ def importance_scores(model: nn.Module, batches: Sequence[dict], *, loss: str = 
             if loss == "label":
                 if "labels" not in batch:
                     raise RecipeError("loss: label needs labelled examples; score on the train or dev split")
-                terms.append((hard_label_loss(logits, batch["labels"]) * n, None))
+                terms.append((hard_label_loss(logits, batch["labels"].to(logits.device)) * n, None))
             elif first:
                 if logits.shape[-1] == 1:
                     terms.append((logits.sum(), None))
-                else:
-                    logp = torch.log_softmax(logits.float(), dim=-1)
-                    q = logp.detach().exp()
-                    terms += [(-logp[:, c].sum(), q[:, c]) for c in range(logits.shape[-1])]
+                else:  # Σ_c q_c |∂(−log p_c)/∂g · g|: cross-entropy against every class c, weighted by q_c
+                    q = torch.softmax(logits.detach().float(), dim=-1)
+                    terms += [(hard_label_loss(logits.float(), torch.full((n,), c, device=logits.device)) * n,
+                               q[:, c]) for c in range(logits.shape[-1])]
             else:
                 if original_logits is None:
                     raise ValueError("original_logits are needed for loss='kl' once units are masked")
@@ -237,7 +238,7 @@ def importance_scores(model: nn.Module, batches: Sequence[dict], *, loss: str = 
                         grad = per_gate.get(id(g)) if g is not None else None
                         if grad is None:
                             continue
-                        s = (grad * g).abs().double()             # [batch, units], per example
+                        s = (grad * g.detach()).abs().double()    # [batch, units], per example
                         if weight is not None:
                             s = s * weight.double()[:, None]
                         sums[i] += s.sum(0).cpu()
@@ -345,8 +346,11 @@ def iterative_prune(model: nn.Module, batches: Sequence[dict], *, head_target=No
     """
     head_masks, ffn_masks = full_masks(model)
     start_h, start_f = layer_sizes(model)
-    if head_target is not None and isinstance(head_target, list):
-        head_target = [max(t, min(min_heads_per_layer, s)) for t, s in zip(head_target, start_h)]
+    if isinstance(head_target, list):
+        for i, (t, s) in enumerate(zip(head_target, start_h)):
+            if t < min(min_heads_per_layer, s):
+                raise RecipeError(f"target_heads[{i}]: {t} is below min_heads_per_layer={min_heads_per_layer} "
+                                  f"(set min_heads_per_layer: 0 to let a layer lose its attention)")
     elif head_target is not None and head_target < min(min_heads_per_layer, min(start_h)) * len(start_h):
         raise RecipeError(f"target_heads: {head_target} is fewer than min_heads_per_layer={min_heads_per_layer} "
                           f"in each of the {len(start_h)} layers")

@@ -426,7 +426,9 @@ def save_adapter(peft_model: Any, out: Path, base_model: str) -> Path:
     """Save the adapter folder (`adapter_config.json`, `adapter_model.safetensors`) with its base recorded."""
     target = Path(out) / ADAPTER_DIR
     peft_model.peft_config["default"].base_model_name_or_path = base_model
-    peft_model.save_pretrained(str(target), safe_serialization=True)
+    with warnings.catch_warnings():  # peft looks for the base's config relative to the working directory
+        warnings.simplefilter("ignore")
+        peft_model.save_pretrained(str(target), safe_serialization=True)
     return target
 
 

@@ -159,6 +159,8 @@ def test_a_layer_loses_all_heads_only_when_allowed():
     assert sorted(int(m.sum()) for m in free.head_masks) == [0, 0, 1]
     with pytest.raises(RecipeError, match="min_heads_per_layer"):
         pruning.iterative_prune(tiny_bert(), make_batches(), head_target=2, min_heads_per_layer=1)
+    with pytest.raises(RecipeError, match=r"target_heads\[1\]: 0 is below min_heads_per_layer"):
+        pruning.iterative_prune(tiny_bert(), make_batches(), head_target=[2, 0, 2], min_heads_per_layer=1)
 
 
 # ---------------------------------------------------------------------------------------------- surgery
@@ -284,7 +286,7 @@ def finetuned_minilm_sst2():
         model = BertForSequenceClassification.from_pretrained(base, num_labels=2)
         steps, bs = 150, 32
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 15) * (1 - s / steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * (1 - s / steps))
         model.train()
         for s in range(steps):
             chunk = rows[s * bs:(s + 1) * bs]

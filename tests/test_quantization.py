@@ -181,7 +181,7 @@ def test_minilm_nf4_roundtrips_and_keeps_predictions(tmp_path):
     assert torch.equal(_logits(q.load_bnb(tmp_path / "nf4"), batch), before)
     ref = _logits(parent, batch)
     assert torch.nn.functional.cosine_similarity(before, ref).min() > 0.95
-    assert q.weight_bytes(model) < 0.5 * q.weight_bytes(parent)  # the 30522×384 embedding stays fp32
+    assert q.weight_bytes(model) < 0.6 * q.weight_bytes(parent)  # the 30522×384 fp32 embedding is 47 of 91 MB
 
 
 # ---------------------------------------------------------------------------------------------- int8-cpu

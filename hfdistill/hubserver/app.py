@@ -33,7 +33,6 @@ from hfdistill.hubserver.storage import (
     Operation,
     RepoRecord,
     StorageError,
-    git_blob_sha1,
     is_lfs_path,
 )
 
@@ -223,9 +222,16 @@ class HubApp:
         private = body.get("private")
         if private is None:
             private = body.get("visibility") == "private"
-        repo = self.storage.create_repo(repo_id, bool(private), self.user)
-        url = f"{self.base(request)}/{repo.repo_id}"
-        return JSONResponse({"url": url, "name": repo.repo_id, "id": repo.repo_id})
+        url = f"{self.base(request)}/{repo_id}"
+        try:
+            self.storage.create_repo(repo_id, bool(private), self.user)
+        except StorageError as exc:
+            if exc.status != 409:
+                raise
+            # the Hub names the existing repo in its 409; `create_repo(exist_ok=True)` reads `url` from it
+            return JSONResponse({"error": str(exc), "url": url}, status_code=409,
+                                headers={"X-Error-Message": str(exc)})
+        return JSONResponse({"url": url, "name": repo_id, "id": repo_id})
 
     async def delete_repo(self, request: Request) -> Response:
         if denied := self.require_write(request):

@@ -14,6 +14,8 @@ self-attention replaced by a module that returns an empty context, leaving the o
 
 from __future__ import annotations
 
+import warnings
+
 from torch import nn
 from transformers import (
     BertConfig,
@@ -78,15 +80,17 @@ class HeadlessDistilBertAttention(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.out_lin = nn.Linear(0, dim)
+        self.out_lin = _linear(0, dim, nn.Linear(1, dim))
 
     def forward(self, hidden_states, *args, **kwargs):
         return self.out_lin(hidden_states.new_zeros(*hidden_states.shape[:-1], 0)), None
 
 
 def _linear(in_features: int, out_features: int, like: nn.Linear) -> nn.Linear:
-    return nn.Linear(in_features, out_features, bias=like.bias is not None,
-                     device=like.weight.device, dtype=like.weight.dtype)
+    with warnings.catch_warnings():  # a pruned-away layer part is a zero-element matrix; nothing to initialise
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+        return nn.Linear(in_features, out_features, bias=like.bias is not None,
+                         device=like.weight.device, dtype=like.weight.dtype)
 
 
 def resize_bert_layers(layers, hidden: int, head_size: int, heads: list[int], ffn: list[int]) -> None:
@@ -110,7 +114,8 @@ def resize_distilbert_layers(layers, dim: int, head_size: int, heads: list[int],
     for layer, h, f in zip(layers, heads, ffn):
         att, width = layer.attention, h * head_size
         if h == 0:
-            layer.attention = HeadlessDistilBertAttention(dim).to(att.out_lin.weight.device, att.out_lin.weight.dtype)
+            layer.attention = HeadlessDistilBertAttention(dim)
+            layer.attention.out_lin = _linear(0, dim, att.out_lin)
         else:
             for name in ("q_lin", "k_lin", "v_lin"):
                 setattr(att, name, _linear(dim, width, getattr(att, name)))

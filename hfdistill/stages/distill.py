@@ -82,7 +82,7 @@ def task_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.T
     if w.alpha_cos > 0 and len(student_hidden):
         l_cos = hidden_alignment_loss(student_hidden, teacher_hidden, attention_mask)
     loss = w.alpha_ce * l_ce + w.alpha_hard * l_hard + w.alpha_cos * l_cos
-    return loss, {"l_ce": float(l_ce), "l_hard": float(l_hard), "l_cos": float(l_cos)}
+    return loss, {"l_ce": l_ce.item(), "l_hard": l_hard.item(), "l_cos": l_cos.item()}
 
 
 def mlm_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -99,7 +99,7 @@ def mlm_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Te
     if w.alpha_cos > 0 and len(student_hidden):
         l_cos = hidden_alignment_loss(student_hidden, teacher_hidden, attention_mask)
     loss = w.alpha_ce * l_ce + w.alpha_mlm * l_mlm + w.alpha_cos * l_cos
-    return loss, {"l_ce": float(l_ce), "l_mlm": float(l_mlm), "l_cos": float(l_cos)}
+    return loss, {"l_ce": l_ce.item(), "l_mlm": l_mlm.item(), "l_cos": l_cos.item()}
 
 
 # ---------------------------------------------------------------------------------------------------- config

@@ -194,7 +194,7 @@ def _recover(model, cfg: PruneConfig, parent: ModelFolder, tokenizer, ctx: Stage
     from transformers import DataCollatorWithPadding
 
     from hfdistill import glue
-    from hfdistill.losses import hard_label_loss, mse_logit_loss, soft_target_loss
+    from hfdistill.stages.distill import LossWeights, task_distillation_loss
     from hfdistill.teacher_cache import teacher_outputs
     from hfdistill.training import train
 
@@ -206,7 +206,7 @@ def _recover(model, cfg: PruneConfig, parent: ModelFolder, tokenizer, ctx: Stage
     enc = glue.encode(ctx.data.train, tokenizer, ctx.recipe.max_seq_length)
     enc = enc.add_column("teacher_pos", list(range(len(enc))))
     pad = DataCollatorWithPadding(tokenizer)
-    regression = ctx.data.task.is_regression
+    weights = LossWeights(temperature=rc.temperature, alpha_ce=rc.alpha, alpha_hard=1 - rc.alpha, alpha_cos=0.0)
 
     def collate(rows):
         pos = torch.tensor([r.pop("teacher_pos") for r in rows])
@@ -214,18 +214,10 @@ def _recover(model, cfg: PruneConfig, parent: ModelFolder, tokenizer, ctx: Stage
         batch["teacher_pos"] = pos
         return batch
 
-    def loss_fn(m, batch):
+    def loss_fn(m, batch):  # the distill stage's task loss: alpha·KL·T² (MSE for regression) + (1−alpha)·hard
         t_logits = teacher.logits[batch.pop("teacher_pos").cpu()].to(batch["input_ids"].device)
         labels = batch.pop("labels")
-        logits = m(**batch).logits
-        if regression:
-            soft = mse_logit_loss(logits, t_logits)
-        else:
-            soft = soft_target_loss(logits, t_logits, rc.temperature)
-        loss = rc.alpha * soft
-        if rc.alpha < 1:
-            loss = loss + (1 - rc.alpha) * hard_label_loss(logits, labels)
-        return loss, {"soft": float(soft.detach())}
+        return task_distillation_loss(m(**batch).logits, t_logits, labels, weights)
 
     args = TrainingArgs(**{k: getattr(rc, k) for k in TrainingArgs.model_fields})
     model.train()
@@ -247,7 +239,7 @@ def run(cfg: PruneConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> 
     task = ctx.data.task
     tokenizer = load_tokenizer(parent.path)
     model = load_for_training(parent, task, ctx.recipe.trust_remote_code)
-    model.eval()
+    model.to(ctx.accelerator.device).eval()
     heads0, ffn0 = pruning.layer_sizes(model)
     head_target = pruning.resolve_target("target_heads", cfg.target_heads,
                                          cfg.sparsity if cfg.target_heads is None else None, heads0, cfg.even)
@@ -273,7 +265,7 @@ def run(cfg: PruneConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> 
             Path(ctx.work_dir).mkdir(parents=True, exist_ok=True)
             pruning.save_scores(result, saved)
     score_seconds = time.time() - start
-    pruned = pruning.build_pruned_model(model, result.head_masks, result.ffn_masks)
+    pruned = pruning.build_pruned_model(model.cpu(), result.head_masks, result.ffn_masks)
     params_before = sum(p.numel() for p in model.parameters())
     del model
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from hfdistill import glue
 from hfdistill.errors import DataError, ModelError
@@ -30,6 +30,10 @@ from hfdistill.training import TrainingArgs, train, training_args
 
 #: Dev examples used to check the saved folder against the in-memory model and to measure agreement.
 CHECK_EXAMPLES = 256
+#: The options each method takes; giving another method's option is an error, not silently ignored.
+METHOD_FIELDS = {"bnb-8bit": ("int8_threshold", "skip_modules", "recover"),
+                 "bnb-4bit": ("quant_type", "double_quant", "compute_dtype", "skip_modules", "recover"),
+                 "int8-cpu": ("per_channel", "quantize_embeddings")}
 
 
 class LoraSpec(BaseModel):
@@ -92,28 +96,17 @@ class QuantizeConfig(StageConfig):
     recover: Optional[RecoverConfig] = Field(
         default=None, description="bnb only: train LoRA recovery adapters distilled from the parent's logits.")
 
-    @field_validator("skip_modules")
+    @field_validator("quant_type", "double_quant", "compute_dtype", "skip_modules", "int8_threshold", "per_channel",
+                     "quantize_embeddings", "recover")
     @classmethod
-    def _names(cls, v: Optional[list[str]]) -> Optional[list[str]]:
-        if v is not None and any(not isinstance(s, str) or not s.strip() for s in v):
-            raise ValueError("module names must be non-empty strings")
+    def _belongs_to_method(cls, v: Any, info: ValidationInfo) -> Any:
+        method = info.data.get("method")  # absent when `method` itself was invalid
+        users = [m for m, fields in METHOD_FIELDS.items() if info.field_name in fields]
+        if method is not None and method not in users and v is not None and v != "auto":
+            raise ValueError(f"only applies to method {' or '.join(users)}, not {method}")
+        if info.field_name == "skip_modules" and v is not None and any(not s.strip() for s in v):
+            raise ValueError("module names must be non-empty")
         return v
-
-    @model_validator(mode="after")
-    def _method_fields(self) -> "QuantizeConfig":
-        own = {"bnb-4bit": ("quant_type", "double_quant", "skip_modules", "recover"),
-               "bnb-8bit": ("int8_threshold", "skip_modules", "recover"),
-               "int8-cpu": ("per_channel", "quantize_embeddings")}[self.method]
-        for name in ("quant_type", "double_quant", "int8_threshold", "skip_modules", "per_channel",
-                     "quantize_embeddings", "recover"):
-            if getattr(self, name) is not None and name not in own:
-                users = [m for m, f in (("bnb-8bit", ("int8_threshold", "skip_modules", "recover")),
-                                        ("bnb-4bit", ("quant_type", "double_quant", "skip_modules", "recover")),
-                                        ("int8-cpu", ("per_channel", "quantize_embeddings"))) if name in f]
-                raise ValueError(f"{name}: only applies to method {' or '.join(users)}, not {self.method}")
-        if self.compute_dtype != "auto" and self.method != "bnb-4bit":
-            raise ValueError(f"compute_dtype: only applies to method bnb-4bit, not {self.method}")
-        return self
 
     def needs_train_split(self) -> bool:
         return self.recover is not None  # recovery distils on the train text (labels unused)
@@ -299,3 +292,18 @@ def _recover(rc: RecoverConfig, parent: ModelFolder, ctx: StageContext, out: Pat
             "train_loss": round(result.loss, 6), "train_seconds": round(result.seconds, 1),
             "teacher_cache": {"key": cache.path.name, "reused": cache.from_cache},
             "dev_agreement_before": before, "dev_agreement_after": after}
+
+
+def _register_loaders() -> None:
+    """Folders this stage writes that plain `from_pretrained` cannot load (DESIGN: stages register loaders)."""
+    from hfdistill import quantization as q
+    from hfdistill.models import LOADERS, register_loader
+
+    known = {loader for _, loader in LOADERS}
+    if q.load_int8_cpu not in known:
+        register_loader(q.is_int8_cpu_folder, q.load_int8_cpu)
+    if q.load_with_adapter not in known:
+        register_loader(q.has_adapter, q.load_with_adapter)
+
+
+_register_loaders()
