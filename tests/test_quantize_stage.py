@@ -17,6 +17,14 @@ from hfdistill.recipe import parse_recipe
 from hfdistill.stages import REGISTRY, StageContext
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # After conftest's autouse fixture (2 threads): on this shared 2-core machine two threads make small matmuls
+    # ~100× slower (spinning OpenMP workers), measured.
+    torch.set_num_threads(1)
+    yield
 GLUE = Path("/work/shared/glue")
 
 

@@ -51,6 +51,6 @@ def load_model(path: Path, num_labels: int | None = None, trust_remote_code: boo
         kwargs["num_labels"] = num_labels
     try:
         model = AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
-    except (OSError, ValueError, KeyError) as e:
+    except Exception as e:  # corrupt weights, unknown architecture…: one line
         raise ModelError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
     return model.eval()

@@ -26,7 +26,7 @@ class LoraSettings(BaseModel):
                                       min_length=1, description="Module names that get adapters.")
 
 
-class FinetuneConfig(StageConfig, TrainingArgs):
+class FinetuneConfig(TrainingArgs, StageConfig):
     """Fine-tune the parent model (usually the base model) on the task's training split."""
 
     kind: Literal["finetune"] = "finetune"
@@ -50,7 +50,7 @@ def load_for_training(parent: ModelFolder, task: glue.Task, trust_remote_code: b
         kwargs.update(problem_type="regression")
     try:
         return AutoModelForSequenceClassification.from_pretrained(str(parent.path), **kwargs)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # corrupt weights, wrong architecture…: one line
         raise ModelError(f"{parent.path}: cannot load as a sequence classifier ({str(e).splitlines()[0]})") from None
 
 

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from hfdistill.errors import DataError, RecipeError
 from hfdistill.folder import ModelFolder

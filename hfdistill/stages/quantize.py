@@ -64,7 +64,8 @@ class RecoverConfig(TrainingArgs):
     temperature: float = Field(default=2.0, gt=0, description="Softmax temperature T of L_ce = KL·T² to the parent.")
     learning_rate: float = Field(default=5e-4, gt=0, description="Peak AdamW learning rate (adapters and head).")
     max_train_samples: Optional[int] = Field(default=None, gt=0,
-                                             description="Use only the first N training examples for recovery.")
+                                             description="Use only the first N training examples for recovery (with `max_steps`, "
+                                                         "at most max_steps × batch size are used anyway).")
 
 
 class QuantizeConfig(StageConfig):
@@ -88,8 +89,8 @@ class QuantizeConfig(StageConfig):
     int8_threshold: Optional[float] = Field(
         default=None, description="bnb-8bit only: LLM.int8 outlier threshold (default 6.0).")
     per_channel: Optional[bool] = Field(
-        default=None, description="int8-cpu only: one weight scale per output channel instead of per tensor "
-                                  "(default false).")
+        default=None, description="int8-cpu only: one weight scale per output channel (default true; per tensor "
+                                  "is as fast but lost 2 points of SST-2 accuracy on MiniLM).")
     quantize_embeddings: Optional[bool] = Field(
         default=None, description="int8-cpu only: also store the embedding tables in int8 (default true; 4× "
                                   "smaller file).")
@@ -204,12 +205,12 @@ def run(cfg: QuantizeConfig, parent: ModelFolder, ctx: StageContext, out: Path) 
         q.require_onnxruntime()
         facts: dict[str, Any] = {"method": cfg.method}
         if ctx.is_main:
-            facts.update(q.export_int8_cpu(parent_model, tokenizer, out, per_channel=bool(cfg.per_channel),
+            facts.update(q.export_int8_cpu(parent_model, tokenizer, out, per_channel=cfg.per_channel is not False,
                                            quantize_embeddings=cfg.quantize_embeddings is not False,
                                            sample_texts=_sample_texts(ctx.data.dev), max_seq_length=max_len))
+            q.copy_model_code(parent.path, out)
         ctx.accelerator.wait_for_everyone()
-        facts.update({"parent_weight_bytes": parent_bytes, "weight_bytes": facts.get("weight_bytes"),
-                      "load": "hfdistill.quantization.load_int8_cpu(path)"})
+        facts.update({"parent_weight_bytes": parent_bytes, "load": "hfdistill.quantization.load_int8_cpu(path)"})
         return facts
 
     plan = q.plan_bnb(cfg.method, parent_model, quant_type=cfg.quant_type or "nf4",
@@ -221,6 +222,7 @@ def run(cfg: QuantizeConfig, parent: ModelFolder, ctx: StageContext, out: Path) 
     model = q.quantize_bnb(parent.path, plan)
     if ctx.is_main:
         q.save_bnb(model, out, tokenizer)  # before any forward: see the module docstring
+        q.copy_model_code(parent.path, out)
     ctx.accelerator.wait_for_everyone()
     facts = plan.facts()
     facts.update({"parent_weight_bytes": parent_bytes, "weight_bytes": q.weight_bytes(model)})
@@ -258,6 +260,9 @@ def _recover(rc: RecoverConfig, parent: ModelFolder, ctx: StageContext, out: Pat
     texts = _positions(ctx.data.train)
     if rc.max_train_samples is not None:
         texts = _check_rows(texts, rc.max_train_samples)
+    if rc.max_steps is not None:  # only the rows training will see need the parent's logits
+        seen = rc.max_steps * rc.batch_size * rc.gradient_accumulation_steps * ctx.accelerator.num_processes
+        texts = _check_rows(texts, seen)
     cache = teacher_outputs(parent.path, texts, max_len, ctx.cache_dir, accelerator=ctx.accelerator)
     ctx.log(f"recover: parent logits for {len(texts)} examples "
             f"{'read from' if cache.from_cache else 'written to'} {cache.path}")
