@@ -8,6 +8,7 @@ half-written model where a finished one is expected.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import shutil
@@ -17,7 +18,9 @@ from typing import Any, Iterator
 
 LINEAGE_FILE = "lineage.json"
 METRICS_FILE = "metrics.json"
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".pt")
+# What a user downloads to run the model: weights and adapters, not side files such as pruning scores.
+WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "adapter_model.safetensors", "*.onnx",
+                   "*.onnx.data", "pytorch_model*.bin")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -37,8 +40,8 @@ def write_json(path: Path, data: Any) -> None:
 
 def weight_files(path: Path) -> list[Path]:
     """The weight files of a model folder (recursively, e.g. an adapter subfolder included)."""
-    return sorted(p for p in Path(path).rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
-                  and not p.name.startswith("."))
+    return sorted(p for p in Path(path).rglob("*") if p.is_file() and not p.name.startswith(".")
+                  and any(fnmatch.fnmatch(p.name, pat) for pat in WEIGHT_PATTERNS))
 
 
 def disk_bytes(path: Path) -> int:
