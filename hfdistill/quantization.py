@@ -427,16 +427,24 @@ def load_int8_cpu(path: Path, threads: Optional[int] = None) -> Int8CpuModel:
 
 # ---------------------------------------------------------------------------------------------- LoRA recovery
 
+def quantized_linear_names(model: torch.nn.Module) -> list[str]:
+    """Full names of the layers bitsandbytes quantized."""
+    import bitsandbytes as bnb
+
+    return [name for name, m in model.named_modules() if isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))]
+
+
 def add_lora(model: Any, r: int, alpha: float, target_modules: Any, dropout: float = 0.0) -> Any:
     """Wrap a quantized model with trainable LoRA adapters (QLoRA-style for 4-bit: the base stays frozen in
-    4-bit, adapters and the full-precision head train in fp32)."""
+    4-bit, adapters and the full-precision head train in fp32). `all-linear` = every quantized layer: the
+    classification head is trained whole (peft's `modules_to_save`), never given an adapter as well."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                        task_type="SEQ_CLS")
+    targets = quantized_linear_names(model) if target_modules == "all-linear" else target_modules
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="SEQ_CLS")
     try:
         return get_peft_model(model, config)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise ModelError(f"recover.lora.target_modules: {str(e).splitlines()[0][:200]}") from None
 
 

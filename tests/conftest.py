@@ -66,7 +66,8 @@ def tiny_bert(tmp_path_factory, minilm_path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _torch_threads():
+    """One intra-op thread: tiny models gain nothing from more, and oversubscribed cores slow them badly."""
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     yield

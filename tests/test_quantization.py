@@ -262,3 +262,16 @@ def test_a_pruned_bert_with_odd_sizes_quantizes_through_the_auto_classes(tmp_pat
         (tmp_path / "int8").mkdir()
         q.export_int8_cpu(parent, tokenizer, tmp_path / "int8", sample_texts=["a good w1"])
         assert q.load_int8_cpu(tmp_path / "int8")(**batch).logits.shape == (6, 2)
+
+
+@pytest.mark.parametrize("builder", [_tiny_bert, _tiny_distilbert], ids=["bert", "distilbert"])
+def test_recovery_adapters_go_on_every_quantized_layer_and_the_head_trains_whole(tmp_path, builder):
+    parent = builder(tmp_path / "parent")
+    model = q.quantize_bnb(parent, q.plan_bnb("bnb-4bit", _fp32(parent)))
+    quantized = q.quantized_linear_names(model)
+    peft_model = q.add_lora(model, r=4, alpha=8, target_modules="all-linear")
+    with_lora = {n.removeprefix("base_model.model.") for n, m in peft_model.named_modules() if hasattr(m, "lora_A")}
+    assert with_lora == set(quantized) and "classifier" not in with_lora
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert any("classifier" in n and "modules_to_save" in n for n in trainable)
+    assert all("lora_" in n or "classifier" in n for n in trainable)

@@ -39,7 +39,7 @@ def load_tokenizer(path: Path):
 
 def load_model(path: Path, num_labels: int | None = None, trust_remote_code: bool = False) -> Any:
     """Load a sequence-classification model from a folder for inference on CPU (eval mode)."""
-    import hfdistill  # noqa: F401  (registers the pruned-model Auto classes)
+    import hfdistill.stages  # noqa: F401  (registers the pruned Auto classes and the stages' folder loaders)
     from transformers import AutoModelForSequenceClassification
 
     path = check_model_dir(Path(path))
