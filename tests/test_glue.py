@@ -154,3 +154,26 @@ def test_data_check_names_malformed_files_instead_of_crashing(tmp_path, fixture_
     assert report["ok"] is False
     assert "QQP/dev.tsv: header" in report["tasks"]["qqp"]["errors"][0]
     assert report["tasks"]["stsb"]["splits"] == {"train": 8, "dev": 8, "test": 4}
+
+
+def test_hub_dataset_is_read_with_datasets_load_dataset(tmp_path, glue_dir):
+    """`hub_dataset:` goes through `datasets.load_dataset(id, task)`; here a local repo in nyu-mll/glue's layout
+    (parquet per config and split, configs declared in its README) stands in for the Hub."""
+    import pandas as pd
+
+    rows = glue.load_task("mrpc", glue_dir, max_train_samples=20, max_eval_samples=12)
+    (tmp_path / "mrpc").mkdir()
+    for split, ds in (("train", rows.train), ("validation", rows.dev), ("test", rows.dev)):
+        pd.DataFrame({"sentence1": list(ds["sentence1"]), "sentence2": list(ds["sentence2"]),
+                      "label": list(ds["label"]) if split != "test" else [-1] * len(ds),
+                      "idx": list(range(len(ds)))}).to_parquet(tmp_path / "mrpc" / f"{split}-00000-of-00001.parquet")
+    (tmp_path / "README.md").write_text(
+        "---\nconfigs:\n- config_name: mrpc\n  data_files:\n"
+        "  - {split: train, path: mrpc/train-*}\n  - {split: validation, path: mrpc/validation-*}\n"
+        "  - {split: test, path: mrpc/test-*}\n---\n")
+    d = glue.load_task("mrpc", hub_dataset=str(tmp_path))
+    assert d.source == f"hub:{tmp_path}"
+    assert list(d.dev["sentence1"]) == list(rows.dev["sentence1"])
+    assert list(d.dev["label"]) == list(rows.dev["label"]) and len(d.train) == 20
+    with pytest.raises(DataError, match=r"hub_dataset .*\(cola/"):
+        glue.load_task("cola", hub_dataset=str(tmp_path))
