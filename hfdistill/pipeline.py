@@ -121,13 +121,16 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
                 set_seed(recipe.seed)
                 info = REGISTRY[cfg.kind].run(cfg, ModelFolder(parent_path), ctx, tmp)
                 accelerator.wait_for_everyone()
-                model = load_model(tmp, trust_remote_code=recipe.trust_remote_code)
-                metrics = evaluate_model(model, load_tokenizer(tmp), data, max_seq_length=recipe.max_seq_length,
-                                         latency_samples=recipe.latency_samples, accelerator=accelerator,
-                                         model_dir=tmp)
-                del model
+                metrics = None
+                if not (info or {}).get("not_evaluated"):  # e.g. a masked-LM model has no task head to score
+                    model = load_model(tmp, trust_remote_code=recipe.trust_remote_code)
+                    metrics = evaluate_model(model, load_tokenizer(tmp), data, max_seq_length=recipe.max_seq_length,
+                                             latency_samples=recipe.latency_samples, accelerator=accelerator,
+                                             model_dir=tmp)
+                    del model
                 if main:
-                    write_json(tmp / METRICS_FILE, metrics)
+                    if metrics is not None:
+                        write_json(tmp / METRICS_FILE, metrics)
                     write_json(tmp / LINEAGE_FILE, {
                         "name": cfg.name, "kind": cfg.kind, "task": task_name,
                         "parent": recipe.model if parent_name is None else os.path.relpath(parent_path, out),
@@ -146,8 +149,8 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
                     })
                     replace_folder(tmp, out)
                     shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints are spent once the folder is done
-                    print(f"[{task_name}] {cfg.name}: score {metrics['score']:.4f} "
-                          f"{_fmt_metrics(metrics)} → {out}", flush=True)
+                    print(f"[{task_name}] {cfg.name}: " + (f"score {metrics['score']:.4f} {_fmt_metrics(metrics)}"
+                          if metrics else f"not evaluated ({info['not_evaluated']})") + f" → {out}", flush=True)
                 accelerator.wait_for_everyone()
             except BaseException:
                 if main:
@@ -196,6 +199,9 @@ def summary_table(results: list[StageResult]) -> str:
     for r in results:
         m = r.metrics or {}
         lat = (m.get("latency_ms") or {}).get("median")
+        if not m:
+            rows.append(f"| {r.name} | {r.task} | not evaluated | - | - | - |")
+            continue
         rows.append(f"| {r.name} | {r.task} | {m.get('score', float('nan')):.4f} | "
                     f"{(m.get('params') or 0) / 1e6:.2f}M | {(m.get('disk_bytes') or 0) / 1e6:.1f} | "
                     f"{lat if lat is not None else '-'} |")

