@@ -194,6 +194,14 @@ def _latency(m: dict[str, Any]) -> Optional[float]:
     return float(lat) if isinstance(lat, (int, float)) and lat > 0 else None
 
 
+def _speed_ratio(ref: dict[str, Any], m: dict[str, Any]) -> Optional[float]:
+    """ref latency / m latency, only when both were measured the same way (device, threads)."""
+    a, b = _latency(ref), _latency(m)
+    same = ((ref.get("latency_ms") or {}).get("threads") == (m.get("latency_ms") or {}).get("threads")
+            and ref.get("device") == m.get("device"))
+    return a / b if a and b and same else None
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     """Nested facts → (dotted key, compact value) rows for a table."""
     rows: list[tuple[str, str]] = []
@@ -306,6 +314,9 @@ def _load_snippet(model: RunModel, ref: str) -> dict[str, Any]:
     return {
         "ref": ref,
         "peft": (model.path / "adapter_config.json").is_file(),
+        "adapter": (model.path / "adapter" / "adapter_config.json").is_file(),  # quantize recovery adapters
+        "int8_cpu": (model.path / "model.onnx").is_file(),
+        "heatmap": (model.path / "pruning_heatmap.png").is_file(),
         "remote_code": bool(config.get("auto_map")),
         "bnb": quant.get("quant_method") == "bitsandbytes",
         "quant_method": quant.get("quant_method"),
@@ -316,6 +327,11 @@ def _load_snippet(model: RunModel, ref: str) -> dict[str, Any]:
 def _limitations(model: RunModel, chain: list[RunModel], snippet: dict[str, Any]) -> list[str]:
     out = []
     m, data = model.metrics, model.lineage.get("data") or {}
+    notes = (model.lineage.get("info") or {}).get("notes") or []
+    out.extend([notes] if isinstance(notes, str) else list(notes))
+    if snippet["int8_cpu"]:
+        out.append("The int8-cpu model is an ONNX graph with dynamically quantized int8 weights: it runs on CPU with "
+                   "ONNX Runtime, not with PyTorch/transformers.")
     if snippet["bnb"]:
         out.append("bitsandbytes quantized weights are meant for CUDA GPUs; on CPU their kernels are slow or "
                    "unavailable, so the CPU latency in the table can be worse than the unquantized parent's.")
@@ -389,8 +405,8 @@ def build_card(model: RunModel, run_models: list[RunModel], repo_ids: Mapping[Pa
                "latency": fmt_ms(m.metrics)}
         if ref is not None:
             row["retention"] = f"{100 * m.score / ref.score:.1f}%" if ref.score else None
-            lat_ref, lat = _latency(ref.metrics), _latency(m.metrics)
-            row["speedup"] = f"{lat_ref / lat:.2f}×" if lat_ref and lat else None
+            ratio = _speed_ratio(ref.metrics, m.metrics)
+            row["speedup"] = f"{ratio:.2f}×" if ratio else None
         rows.append(row)
     columns = {c: any(r.get(c) for r in rows) for c in ("params", "disk", "latency", "retention", "speedup")}
 
@@ -402,7 +418,7 @@ def build_card(model: RunModel, run_models: list[RunModel], repo_ids: Mapping[Pa
         if isinstance(pb, (int, float)) and isinstance(mb, (int, float)) and mb > 0:
             vs_parent.append(f"is {pb / mb:.2f}× smaller on disk ({fmt_bytes(mb)} vs. {fmt_bytes(pb)})")
         lp, lm = _latency(parent.metrics), _latency(model.metrics)
-        if lp and lm:
+        if _speed_ratio(parent.metrics, model.metrics):
             vs_parent.append(f"runs {lp / lm:.2f}× {'faster' if lp >= lm else 'slower (ratio)'} on CPU at batch "
                              f"size 1 ({lm:.2f} ms vs. {lp:.2f} ms)")
 

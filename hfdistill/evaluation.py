@@ -50,7 +50,7 @@ def predict(model: Any, tokenizer: Any, dataset: Any, task: glue.Task, max_seq_l
     loader = DataLoader(encoded, batch_size=batch_size, collate_fn=_collator(tokenizer))
     distributed = accelerator is not None and accelerator.num_processes > 1
     if distributed:
-        loader = accelerator.prepare_data_loader(loader)
+        loader = accelerator.prepare_data_loader(loader, device_placement=False)  # evaluation runs on CPU
     preds, labels = [], []
     main = accelerator is None or accelerator.is_local_main_process
     for batch in tqdm(loader, desc=desc, disable=not main, dynamic_ncols=True, mininterval=2.0):

@@ -8,9 +8,11 @@ huggingface_hub's usual sources (HF_TOKEN, `hf auth login`) and never reach a me
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TypeVar
@@ -250,6 +252,23 @@ def _api(endpoint: Optional[str], token: Optional[str]):
     return HfApi(endpoint=endpoint, token=token, library_name="hfdistill", library_version=__version__)
 
 
+@contextlib.contextmanager
+def _lfs_uploads_unless_hf(endpoint: Optional[str]) -> Iterator[None]:
+    """Upload through the LFS protocol to Hub-compatible servers other than huggingface.co (the embedded one
+    included): they do not speak Xet, which huggingface_hub would otherwise pick whenever hf_xet is installed."""
+    from huggingface_hub import constants
+
+    host = urllib.parse.urlparse(endpoint or _default_endpoint()).hostname or ""
+    if host == "huggingface.co" or host.endswith(".huggingface.co") or constants.HF_HUB_DISABLE_XET:
+        yield
+        return
+    constants.HF_HUB_DISABLE_XET = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_DISABLE_XET = False
+
+
 def _local_files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
@@ -282,7 +301,8 @@ def push_folder(folder: Path, repo_id: str, *, endpoint: Optional[str] = None, t
                                  revision=revision)
         return info.oid
 
-    head = call(commit, "push to")
+    with _lfs_uploads_unless_hf(endpoint):
+        head = call(commit, "push to")
     changed = head != before
     if tag:
         refs = call(lambda: api.list_repo_refs(repo_id), "read tags of")
@@ -295,6 +315,17 @@ def push_folder(folder: Path, repo_id: str, *, endpoint: Optional[str] = None, t
     base = (endpoint or _default_endpoint()).rstrip("/")
     return PushResult(folder=folder, repo_id=repo_id, commit=head, changed=changed, url=f"{base}/{repo_id}",
                       tag=tag)
+
+
+def _recipe_models(run_dir: Path, models: list) -> list:
+    """Only the folders of the stages and tasks the run's recipe still has (not leftovers of renamed stages)."""
+    recipe = run_dir / "recipe.yaml"
+    if not recipe.is_file():
+        return models
+    data = yaml.safe_load(recipe.read_text()) or {}
+    stages = {s.get("name") for s in data.get("stages") or [] if isinstance(s, dict)}
+    tasks = set(data.get("tasks") or [])
+    return [m for m in models if m.stage in stages and m.task in tasks]
 
 
 def _default_endpoint() -> str:
@@ -342,13 +373,17 @@ def push_run(run_dir: Path, publish: Optional[PublishConfig] = None, *, token: O
 
     run_dir = Path(run_dir).resolve()
     publish = publish or _publish_of(run_dir)
-    models = cards.find_run_models(run_dir)
+    models = _recipe_models(run_dir, cards.find_run_models(run_dir))
     if not models:
         raise ModelError(f"{run_dir}: no finished model folders (<stage>/<task>/ with lineage.json) to push")
     endpoint = endpoint or publish.endpoint
     if endpoint == EMBEDDED:
+        if publish.repo_prefix is None:  # nobody to ask "who am I": the embedded Hub's namespace is `local`
+            publish = publish.model_copy(update={"repo_prefix": "local"})
         with embedded_hub(publish.storage) as url:
-            results = push_run(run_dir, publish, token=token, endpoint=url, log=log, retry_waits=retry_waits)
+            # The embedded Hub needs no token: never send the user's real one to it.
+            results = push_run(run_dir, publish, token=False if token is None else token, endpoint=url, log=log,
+                               retry_waits=retry_waits)
         log(f"Published {len(results)} model(s) to the embedded Hub in {Path(publish.storage).resolve()}.")
         log(f"Browse the cards: hfdistill hub serve --storage {publish.storage}  → http://127.0.0.1:8787/")
         return results

@@ -54,7 +54,7 @@ def resolve_base_model(recipe: Recipe) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+        return Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt", "*.model"]))
     except Exception as e:  # offline, 404, auth…
         raise ModelError(f"model {spec!r}: cannot download from the Hub ({type(e).__name__})") from None
 
@@ -94,8 +94,9 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
             parent_path = base if parent_name is None else folders[parent_name]
             parent_key = recipe.model if parent_name is None else keys[parent_name]
             out = run_dir / cfg.name / task_name
-            key = _key(cfg.run_facts(), parent_key, task_name, recipe.max_train_samples, recipe.max_eval_samples,
-                       recipe.max_seq_length, recipe.seed, data.source)
+            extra = [keys[cfg.student_from]] if getattr(cfg, "student_from", None) else []  # a second input
+            key = _key(cfg.identity(), parent_key, task_name, recipe.max_train_samples, recipe.max_eval_samples,
+                       recipe.max_seq_length, recipe.seed, data.source, *extra)
             keys[cfg.name], folders[cfg.name] = key, out
             if not force and is_complete(out) and (read_json(out / LINEAGE_FILE) or {}).get("stage_key") == key:
                 if main:
@@ -111,7 +112,11 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
             if main:
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir(parents=True)
+                # Checkpoints resume only the same stage inputs: a changed recipe or --force starts afresh.
+                if force or (read_json(work_dir / "stage_key.json") or {}).get("key") != key:
+                    shutil.rmtree(work_dir, ignore_errors=True)
                 work_dir.mkdir(parents=True, exist_ok=True)
+                write_json(work_dir / "stage_key.json", {"key": key})
                 (run_dir / ".cache").mkdir(exist_ok=True)
                 print(f"[{task_name}] {cfg.name}: {cfg.kind} from "
                       f"{parent_name or recipe.model} → {out}", flush=True)

@@ -125,6 +125,9 @@ class Recipe(BaseModel):
                 raise _field_error(f"stages[{i}].name", f"{st.name!r} is used by an earlier stage")
             if st.name == BASE:
                 raise _field_error(f"stages[{i}].name", f"{BASE!r} is reserved for the base model")
+            sf = getattr(st, "student_from", None)
+            if sf is not None and sf not in names:
+                raise _field_error(f"stages[{i}].student_from", f"{sf!r} is not an earlier stage")
             if st.from_ is not None and st.from_ != BASE and st.from_ not in names:
                 raise _field_error(f"stages[{i}].from", f"{st.from_!r} is not an earlier stage"
                                    + (f" (earlier: {', '.join(names)})" if names else " (this is the first stage)"))

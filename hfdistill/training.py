@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from hfdistill.folder import write_json
+
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], "tuple[torch.Tensor, dict[str, float]]"]
 
 
@@ -172,7 +174,7 @@ def _save_checkpoint(accelerator: Any, ckpt_root: Path, step: int) -> None:
     accelerator.save_state(str(target))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (target / "hfdistill_state.json").write_text(json.dumps({"step": step}))
+        write_json(target / "hfdistill_state.json", {"step": step})
         for old in ckpt_root.iterdir():  # keep only the newest complete checkpoint
             if old != target and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)

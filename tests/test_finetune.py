@@ -61,6 +61,11 @@ def test_rerun_skips_complete_stages_and_reruns_changed_ones(tiny_bert, glue_dir
     assert (first[0].path / "model.safetensors").stat().st_mtime_ns == stamp
     assert "teacher: complete, skipped" in capsys.readouterr().out
 
+    stages[0]["repo_id"] = "someone/teacher"  # where it is published does not change the model: still skipped
+    stages[0]["log_every"] = 7
+    assert [r.skipped for r in run(write_recipe(recipe, model=str(tiny_bert), max_train_samples=64,
+                                                max_eval_samples=40, stages=stages, latency_samples=30))] == [True, True]
+
     stages[1]["max_steps"] = 3  # change the second stage only
     third = run(write_recipe(recipe, model=str(tiny_bert), max_train_samples=64, max_eval_samples=40,
                              stages=stages, latency_samples=30))
@@ -130,3 +135,18 @@ def test_eval_cli_prints_metrics_size_and_latency(tiny_bert, glue_dir, tmp_path)
     bad = subprocess.run([sys.executable, "-m", "hfdistill", "eval", str(tmp_path / "nope"), "--task", "mrpc",
                           "--glue-dir", str(glue_dir)], capture_output=True, text=True)
     assert bad.returncode == 2 and "model folder not found" in bad.stderr
+
+
+def test_checkpoints_of_a_changed_stage_are_not_resumed(tiny_bert, glue_dir, tmp_path, monkeypatch):
+    """A checkpoint left by an interrupted run of *different* stage inputs is discarded, not resumed."""
+    monkeypatch.setenv("HFDISTILL_GLUE_DIR", str(glue_dir))
+    stale = tmp_path / "run" / ".work" / "teacher" / "sst2"
+    (stale / "checkpoints" / "step_0000002").mkdir(parents=True)
+    (stale / "checkpoints" / "step_0000002" / "hfdistill_state.json").write_text('{"step": 2}')
+    (stale / "stage_key.json").write_text('{"key": "from-an-older-recipe"}')
+    stages = [{"name": "teacher", "kind": "finetune", "max_steps": 3, "batch_size": 8}]
+    (res,) = run(write_recipe(tmp_path / "r.yaml", model=str(tiny_bert), max_train_samples=32,
+                              max_eval_samples=30, stages=stages))
+    info = ModelFolder(res.path).lineage["info"]
+    assert info["resumed_from_step"] == 0 and info["steps"] == 3
+    assert not stale.exists()  # spent once the folder is complete

@@ -43,6 +43,17 @@ class StageConfig(BaseModel):
         """The config as recorded in lineage.json (aliases, no defaults hidden)."""
         return self.model_dump(mode="json", by_alias=True)
 
+    def identity(self) -> dict[str, Any]:
+        """The fields that change the model this stage makes (not where it is published, nor logging)."""
+        facts = self.run_facts()
+        for k in BOOKKEEPING_FIELDS:
+            facts.pop(k, None)
+        return facts
+
+
+#: Fields that do not change the model a stage makes: editing them does not re-run the stage.
+BOOKKEEPING_FIELDS = ("repo_id", "log_every", "checkpoint_every", "teacher_batch_size")
+
 
 
 @dataclass

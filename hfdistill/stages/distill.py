@@ -472,8 +472,7 @@ def _run_task(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: P
                   "teacher_cache": {"key": cache.path.name, "reused": cache.from_cache,
                                     "hidden": cache_hidden},
                   "steps": result.steps, "train_loss": round(result.loss, 5),
-                  "train_seconds": round(result.seconds, 1), "resumed_from_step": result.resumed_from,
-                  "not_evaluated": "a masked-LM model has no task head: fine-tune or task-distil it to score it"})
+                  "train_seconds": round(result.seconds, 1), "resumed_from_step": result.resumed_from})
     return facts
 
 

@@ -254,16 +254,19 @@ def run(cfg: PruneConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> 
     # Pruning is deterministic given config, parent and text: a resumed run reuses the masks it found.
     saved = Path(ctx.work_dir) / f"prune-{_prune_key(cfg, parent, ds)}.safetensors"
     start = time.time()
-    if saved.is_file():
-        result = _load_result(saved, heads0, ffn0)
-        ctx.log(f"{cfg.name}: reusing masks from {saved.name}")
-    else:
+    # Under several processes the main one scores and saves; the others load its masks (one model shape).
+    reused = saved.is_file()
+    if not reused and ctx.is_main:
         result = pruning.iterative_prune(model, batches, head_target=head_target, ffn_target=ffn_target,
                                          iterations=cfg.iterations, loss=cfg.loss,
                                          min_heads_per_layer=cfg.min_heads_per_layer, log=ctx.log)
-        if ctx.is_main:
-            Path(ctx.work_dir).mkdir(parents=True, exist_ok=True)
-            pruning.save_scores(result, saved)
+        Path(ctx.work_dir).mkdir(parents=True, exist_ok=True)
+        pruning.save_scores(result, saved)
+    ctx.accelerator.wait_for_everyone()
+    if reused or not ctx.is_main:
+        result = _load_result(saved, heads0, ffn0)
+        if reused:
+            ctx.log(f"{cfg.name}: reusing masks from {saved.name}")
     score_seconds = time.time() - start
     pruned = pruning.build_pruned_model(model.cpu(), result.head_masks, result.ffn_masks)
     params_before = sum(p.numel() for p in model.parameters())
