@@ -325,6 +325,8 @@ def _recipe_models(run_dir: Path, models: list) -> list:
     data = yaml.safe_load(recipe.read_text()) or {}
     stages = {s.get("name") for s in data.get("stages") or [] if isinstance(s, dict)}
     tasks = set(data.get("tasks") or [])
+    if not stages or not tasks:  # a recipe copy without stages (hand-made run folder): push what is there
+        return models
     return [m for m in models if m.stage in stages and m.task in tasks]
 
 

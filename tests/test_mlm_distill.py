@@ -79,7 +79,7 @@ def mlm_run(tmp_path_factory):
               "max_train_samples": 200, "max_eval_samples": 64, "latency_samples": 30,
               "max_seq_length": 32, "output_dir": str(root / "run"),
               "stages": [{"name": "general", "kind": "distill", "objective": "mlm", "text_source": "text.txt",
-                          "init": "random", "max_steps": 150, "batch_size": 32, "learning_rate": 2e-3, "log_every": 40,
+                          "init": "random", "max_steps": 300, "batch_size": 32, "learning_rate": 2e-3, "log_every": 40,
                           "checkpoint_every": 1000},
                          {"name": "tuned", "kind": "finetune", "max_steps": 10, "batch_size": 16}]}
     from hfdistill.pipeline import run
@@ -100,7 +100,7 @@ def test_general_distillation_lowers_mlm_loss_and_raises_agreement_with_teacher(
     loss0, agree0 = mlm_quality(before, teacher, tok, held_out)
     loss1, agree1 = mlm_quality(after, teacher, tok, held_out)
     assert loss1 < loss0 - 1.0, (loss0, loss1)  # measured: 7.61 → ~6.3
-    assert agree1 >= agree0 + 0.05, (agree0, agree1)  # measured: 0.00 → 0.07 after 150 steps
+    assert agree1 >= agree0 + 0.05, (agree0, agree1)  # measured 0.00 → 0.07 after 150 steps (300 here)
     info = json.loads((root / "run" / "general" / "sst2" / "lineage.json").read_text())["info"]
     assert info["objective"] == "mlm" and info["layers"] == [0, 3] and info["texts"] == 2000
 
