@@ -143,3 +143,9 @@ def test_recipe_reference_documents_every_field():
                 "lora"):
         assert key in ref
     assert "|  |" not in ref.replace("| `", "")  # no undocumented field
+
+
+def test_docs_recipe_reference_is_generated_from_the_code():
+    """docs/recipe-reference.md is `hfdistill recipe-reference` output: regenerate it when a field changes."""
+    doc = (Path(__file__).parents[1] / "docs" / "recipe-reference.md").read_text()
+    assert doc.strip() == reference_markdown().strip()
