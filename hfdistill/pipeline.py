@@ -149,6 +149,7 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
                                  "max_eval_samples": recipe.max_eval_samples,
                                  "max_seq_length": recipe.max_seq_length},
                         "seconds": round(time.time() - started, 1),
+                        "processes": accelerator.num_processes,
                         "hfdistill_version": __version__,
                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     })

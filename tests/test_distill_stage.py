@@ -275,10 +275,14 @@ def test_two_cpu_processes_give_the_same_metrics_as_one(workspace, tmp_path):
         recipe = recipe_dict(workspace, st, name=f"ddp{procs}", output_dir=str(tmp_path / f"run{procs}"))
         path = tmp_path / f"recipe{procs}.yaml"
         path.write_text(yaml.safe_dump(recipe))
-        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(procs),
+        # `--cpu --num_processes 2` starts one process; two CPU processes need --multi_gpu (gloo on CPU)
+        mode = ["--multi_gpu"] if procs > 1 else ["--cpu"]
+        launcher = [sys.executable, "-m", "accelerate.commands.launch", *mode, "--num_processes", str(procs),
                     "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
         done = subprocess.run(_cli(path, launcher=launcher), cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=1200)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         scores[procs] = json.loads((tmp_path / f"run{procs}" / "student" / "sst2" / "metrics.json").read_text())
+        lineage = json.loads((tmp_path / f"run{procs}" / "student" / "sst2" / "lineage.json").read_text())
+        assert lineage["processes"] == procs  # really data-parallel
     assert abs(scores[1]["score"] - scores[2]["score"]) < 0.06
