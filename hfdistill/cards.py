@@ -189,6 +189,16 @@ def fmt_ms(m: dict[str, Any]) -> Optional[str]:
     return f"{lat:.2f} ms" if isinstance(lat, (int, float)) else None
 
 
+def _public_data(data: dict[str, Any]) -> dict[str, Any]:
+    """The data record for a published card: a local GLUE folder is named by its last part, not its full path."""
+    src = str(data.get("source") or "")
+    if src and not src.startswith("hub:"):
+        data = {**data, "source": f"the original GLUE files (local folder `{Path(src).name}`)"}
+    elif src:
+        data = {**data, "source": src[len("hub:"):]}
+    return data
+
+
 def _latency(m: dict[str, Any]) -> Optional[float]:
     lat = (m.get("latency_ms") or {}).get("median")
     return float(lat) if isinstance(lat, (int, float)) and lat > 0 else None
@@ -443,7 +453,7 @@ def build_card(model: RunModel, run_models: list[RunModel], repo_ids: Mapping[Pa
         "metrics": model.metrics, "latency": model.metrics.get("latency_ms") or {},
         "plot": plot.name if plot else None, "load": snippet,
         "limitations": _limitations(model, chain, snippet), "endpoint": endpoint,
-        "data": model.lineage.get("data") or {},
+        "data": _public_data(model.lineage.get("data") or {}),
     }
     card = ModelCard.from_template(data, template_path=str(TEMPLATES / CARD_TEMPLATE), **ctx)
     text = "\n".join(line.rstrip() for line in str(card).splitlines())

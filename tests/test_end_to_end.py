@@ -37,6 +37,7 @@ def test_recipe_chain_publishes_every_model_and_pull_verify_reproduces_the_card(
         assert folder.is_complete() and folder.metrics["num_examples"] == 40
         card = (r.path / "README.md").read_text()
         assert f"{folder.metrics['score']:.4f}" in card  # the measured score, not a placeholder
+        assert str(glue_dir) not in card  # a published card does not reveal local paths
     student = ModelFolder(results[1].path)
     assert student.config["model_type"] == "distilbert" and student.config["n_layers"] == 1
     assert ModelFolder(results[2].path).metrics["params"] < ModelFolder(results[0].path).metrics["params"]
