@@ -8,11 +8,8 @@ __version__ = "0.1.0"
 
 from hfdistill.errors import DataError, HfdistillError, HubError, ModelError, RecipeError  # noqa: E402,F401
 
-try:  # registers the pruned-model config/class with transformers' Auto classes
-    from hfdistill.models import pruned_bert as _pruned_bert  # noqa: F401
-except ModuleNotFoundError as _e:  # pragma: no cover - while the module is being written
-    if _e.name != "hfdistill.models.pruned_bert":
-        raise
+# Registers the pruned-model config/classes with transformers' Auto classes.
+from hfdistill.models import pruned_bert as _pruned_bert  # noqa: E402,F401
 
 
 def run(recipe, force: bool = False, publish=None):

@@ -9,6 +9,7 @@ huggingface_hub's usual sources (HF_TOKEN, `hf auth login`) and never reach a me
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import time
@@ -431,12 +432,15 @@ def _measured_by_type(task: str, metrics: dict[str, float]) -> dict[tuple[str, s
             for name, value in metrics.items() if isinstance(value, (int, float))}
 
 
-def _default_evaluate(path: Path, task: str, lineage: dict[str, Any]) -> dict[str, float]:
-    """Re-run the evaluation with the run's limits (GLUE data from $HFDISTILL_GLUE_DIR or the recipe's source)."""
+def _default_evaluate(path: Path, task: str, lineage: dict[str, Any], glue_dir: Optional[Path] = None,
+                      hub_dataset: Optional[str] = None) -> dict[str, float]:
+    """Re-run the evaluation with the run's limits (GLUE data from `glue_dir`, else $HFDISTILL_GLUE_DIR, else
+    `hub_dataset`/nyu-mll/glue)."""
     from hfdistill.evaluation import evaluate_folder
 
     data = lineage.get("data") or {}
-    res = evaluate_folder(path, task, max_samples=data.get("max_eval_samples"),
+    res = evaluate_folder(path, task, glue_dir=glue_dir, hub_dataset=hub_dataset,
+                          max_samples=data.get("max_eval_samples"),
                           max_seq_length=data.get("max_seq_length") or 128, latency_samples=30)
     return res["metrics"]
 
@@ -562,15 +566,8 @@ def _cmd_push(a: Any) -> int:
 
 
 def _cmd_pull(a: Any) -> int:
-    def evaluate(path: Path, task: str, lineage: dict) -> dict[str, float]:
-        from hfdistill.evaluation import evaluate_folder
-
-        data = lineage.get("data") or {}
-        glue_dir = Path(a.glue_dir) if a.glue_dir else None
-        return evaluate_folder(path, task, glue_dir=glue_dir, hub_dataset=a.hub_dataset,
-                               max_samples=data.get("max_eval_samples"),
-                               max_seq_length=data.get("max_seq_length") or 128, latency_samples=30)["metrics"]
-
+    evaluate = functools.partial(_default_evaluate, glue_dir=Path(a.glue_dir) if a.glue_dir else None,
+                                 hub_dataset=a.hub_dataset)
     kwargs = dict(revision=a.revision, local_dir=Path(a.local_dir) if a.local_dir else None, verify=a.verify,
                   tolerance=a.tolerance, evaluate=evaluate)
     if a.endpoint == EMBEDDED:

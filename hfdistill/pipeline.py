@@ -19,10 +19,10 @@ from typing import Any, Optional
 import yaml
 
 from hfdistill import __version__, glue
-from hfdistill.errors import HfdistillError, ModelError
+from hfdistill.errors import ModelError
 from hfdistill.folder import (LINEAGE_FILE, METRICS_FILE, ModelFolder, is_complete, read_json, replace_folder,
                               tmp_path_for, write_json)
-from hfdistill.recipe import Recipe, load_recipe
+from hfdistill.recipe import PACKAGED_MODELS, Recipe, load_recipe
 from hfdistill.stages import REGISTRY, StageContext
 
 
@@ -141,7 +141,7 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
                         "parent": recipe.model if parent_name is None else os.path.relpath(parent_path, out),
                         "parent_kind": "base" if parent_name is None else "stage",
                         "parent_stage": parent_name,
-                        "base_model": recipe.model if recipe.model in ("minilm-l6",) else recipe.base_model_path(),
+                        "base_model": recipe.model if recipe.model in PACKAGED_MODELS else recipe.base_model_path(),
                         "recipe_name": recipe.name, "recipe_hash": recipe.recipe_hash(), "stage_key": key,
                         "stage_config": cfg.run_facts(), "info": info or {},
                         "data": {"source": data.source, "train_examples": len(data.train) if data.train else 0,
@@ -185,16 +185,12 @@ def _write_recipe_copy(recipe: Recipe, path: Path) -> None:
 
 def _finish(recipe: Recipe, run_dir: Path, results: list[StageResult], publish: Optional[bool]) -> None:
     """Cards for every model of the run (the plot spans all of them), a summary table, then publishing."""
-    try:
-        from hfdistill import cards
-    except ImportError:  # pragma: no cover - cards module absent
-        cards = None
-    if cards is not None:
-        for r in results:
-            cards.write_card(r.path, publish=recipe.publish)
+    from hfdistill import cards
+
+    for r in results:
+        cards.write_card(r.path, publish=recipe.publish)
     print(summary_table(results), flush=True)
-    do_push = recipe.publish is not None if publish is None else publish
-    if do_push and recipe.publish is not None:
+    if recipe.publish is not None and publish is not False:
         from hfdistill import hub
 
         hub.push_run(run_dir, recipe.publish)
@@ -212,12 +208,3 @@ def summary_table(results: list[StageResult]) -> str:
                     f"{(m.get('params') or 0) / 1e6:.2f}M | {(m.get('disk_bytes') or 0) / 1e6:.1f} | "
                     f"{lat if lat is not None else '-'} |")
     return "\n".join(rows)
-
-
-def validate(path: str | Path) -> Recipe:
-    """`hfdistill validate`: load and check a recipe without running anything."""
-    recipe = load_recipe(path)
-    return recipe
-
-
-__all__ = ["run", "validate", "StageResult", "HfdistillError"]

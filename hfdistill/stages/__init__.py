@@ -2,12 +2,9 @@
 
 from hfdistill.stages.base import REGISTRY, StageConfig, StageContext, register  # noqa: F401
 
-# One module per kind; each registers itself on import.
-from hfdistill.stages import finetune  # noqa: F401,E402
-
-for _optional in ("distill", "prune", "quantize"):
-    try:
-        __import__(f"hfdistill.stages.{_optional}")
-    except ModuleNotFoundError as _e:  # a kind still being written
-        if _e.name != f"hfdistill.stages.{_optional}":
-            raise
+# One module per kind; each registers itself on import, in the order of the chain (the registry's order is the
+# order of the recipe reference and of "known kinds" in errors).
+from hfdistill.stages import finetune  # noqa: F401,E402,I001
+from hfdistill.stages import distill  # noqa: F401,E402,I001
+from hfdistill.stages import prune  # noqa: F401,E402,I001
+from hfdistill.stages import quantize  # noqa: F401,E402,I001
