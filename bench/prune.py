@@ -14,6 +14,7 @@ Not a test: numbers depend on the machine. Latency is measured with one thread.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import time
 from pathlib import Path
@@ -64,7 +65,7 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", type=float, default=[0.5, 0.75],
                     help="fractions of heads and FFN neurons removed")
     ap.add_argument("--methods", nargs="+", default=["kl", "label", "random"])
-    ap.add_argument("--glue-dir", type=Path, default=Path("/work/shared/glue"))
+    ap.add_argument("--glue-dir", type=Path, default=Path(os.environ.get("HFDISTILL_GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "glue")))
     ap.add_argument("--work", type=Path, default=Path("/tmp/hfdistill-bench-prune"))
     ap.add_argument("--max-seq-length", type=int, default=64)
     ap.add_argument("--train-samples", type=int, default=20000)

@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--teacher", type=Path, help="fine-tuned classifier folder (default: fine-tune MiniLM here)")
     ap.add_argument("--student", type=Path, help="distilled student folder (default: distil one here)")
     ap.add_argument("--task", default="sst2")
-    ap.add_argument("--glue-dir", type=Path, default=Path(os.environ.get("HFDISTILL_GLUE_DIR", "/work/shared/glue")))
+    ap.add_argument("--glue-dir", type=Path, default=Path(os.environ.get("HFDISTILL_GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "glue")))
     ap.add_argument("--work", type=Path, default=Path("runs/bench-quantize"))
     ap.add_argument("--finetune-steps", type=int, default=300)
     ap.add_argument("--distill-steps", type=int, default=300)

