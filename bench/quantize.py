@@ -123,8 +123,6 @@ def measure(folder: Path, data, args, cache: Path) -> dict:
     known = read_json(cache)
     if known and "weight_bytes_all" in known:
         return known
-    import hfdistill.stages  # noqa: F401  (registers the int8-cpu and adapter loaders)
-
     model = load_model(folder)
     m = evaluate_model(model, load_tokenizer(folder), data, max_seq_length=args.max_seq_length,
                        latency_samples=args.latency_samples, model_dir=folder)

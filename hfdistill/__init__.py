@@ -1,54 +1,29 @@
 """hfdistill: compress transformer classifiers (fine-tune → distil → prune → quantize), evaluate them on GLUE,
 write a model card for each and publish them on the Hugging Face Hub — from one YAML recipe.
 
-Public API: `run`, `validate`, `evaluate`, `card`, `push`, `pull`.
+Public API (`hfdistill.api`, loaded on first use so that `import hfdistill` stays light):
+`run`, `validate`, `evaluate`, `card`, `push`, `pull`, `serve`, `check_data`, `recipe_reference`.
 """
 
-__version__ = "0.1.0"
+from typing import TYPE_CHECKING, Any
 
-from hfdistill.errors import DataError, HfdistillError, HubError, ModelError, RecipeError  # noqa: E402,F401
+from hfdistill.errors import DataError, HfdistillError, HubError, ModelError, RecipeError  # noqa: F401
+from hfdistill.version import __version__  # noqa: F401
 
-# Registers the pruned-model config/classes with transformers' Auto classes.
-from hfdistill.models import pruned_bert as _pruned_bert  # noqa: E402,F401
+# `import hfdistill` makes pruned models loadable with plain `AutoModel*.from_pretrained` (no remote code):
+# importing hfdistill.models registers the pruned-model configs and classes with transformers' Auto classes.
+from hfdistill import models as _models  # noqa: F401,E402
 
+API = ("run", "validate", "evaluate", "card", "push", "pull", "serve", "check_data", "recipe_reference")
 
-def run(recipe, force: bool = False, publish=None):
-    """Run a recipe (path or Recipe); see `hfdistill.pipeline.run`."""
-    from hfdistill.pipeline import run as _run
-
-    return _run(recipe, force=force, publish=publish)
-
-
-def validate(recipe_path):
-    """Validate a recipe file; raises RecipeError with the field path on the first problem."""
-    from hfdistill.recipe import load_recipe
-
-    return load_recipe(recipe_path)
+if TYPE_CHECKING:  # pragma: no cover
+    from hfdistill.api import card, check_data, evaluate, pull, push, recipe_reference, run, serve, validate  # noqa
 
 
-def evaluate(model_dir, task: str, **kwargs):
-    """Evaluate a model folder on a GLUE task's dev set (metrics, size, CPU latency)."""
-    from hfdistill.evaluation import evaluate_folder
+def __getattr__(name: str) -> Any:
+    """`hfdistill.run` etc.: the API module (torch, transformers, …) is imported on first use (PEP 562)."""
+    if name in API:
+        import importlib
 
-    return evaluate_folder(model_dir, task, **kwargs)
-
-
-def card(model_dir, **kwargs):
-    """Write the model card (README.md) of a model folder."""
-    from hfdistill.cards import write_card
-
-    return write_card(model_dir, **kwargs)
-
-
-def push(run_dir, publish=None, **kwargs):
-    """Push every model of a run folder to the Hub."""
-    from hfdistill.hub import push_run
-
-    return push_run(run_dir, publish, **kwargs)
-
-
-def pull(repo_id: str, **kwargs):
-    """Download a published model and check its files (optionally re-evaluate it)."""
-    from hfdistill.hub import pull as _pull
-
-    return _pull(repo_id, **kwargs)
+        return getattr(importlib.import_module("hfdistill.api"), name)
+    raise AttributeError(f"module 'hfdistill' has no attribute {name!r}")

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from hfdistill import glue
 from hfdistill.folder import disk_bytes
+from hfdistill.models import check_model_dir, load_model, load_tokenizer
 
 LATENCY_WARMUP = 5
 
@@ -118,8 +119,6 @@ def evaluate_folder(path: Path, task: str, glue_dir: Optional[Path] = None, hub_
                     max_samples: Optional[int] = None, max_seq_length: int = 128, latency_samples: int = 50,
                     data: Optional[glue.TaskData] = None, accelerator: Any = None) -> dict[str, Any]:
     """`hfdistill eval`: load the model folder and evaluate it on the task's dev set."""
-    from hfdistill.models import check_model_dir, load_model, load_tokenizer
-
     path = check_model_dir(Path(path))
     if data is None:
         data = glue.load_task(task, glue_dir=glue_dir, hub_dataset=hub_dataset, max_eval_samples=max_samples,

@@ -14,7 +14,9 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
+
+from hfdistill.errors import ModelError
 
 LINEAGE_FILE = "lineage.json"
 METRICS_FILE = "metrics.json"
@@ -114,3 +116,79 @@ def replace_folder(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+# ------------------------------------------------------------------------------------------ a run's models
+@dataclass(frozen=True)
+class RunModel:
+    """One finished model folder of a run (`run/<stage>/<task>/`)."""
+
+    path: Path
+    lineage: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def stage(self) -> str:
+        return self.lineage.get("name", self.path.parent.name)
+
+    @property
+    def task(self) -> str:
+        return self.lineage.get("task") or self.metrics.get("task") or self.path.name
+
+    @property
+    def kind(self) -> str:
+        return self.lineage.get("kind", "")
+
+    @property
+    def key(self) -> str:
+        return f"{self.stage}/{self.task}"
+
+    @property
+    def score(self) -> Optional[float]:
+        s = self.metrics.get("score")
+        return float(s) if isinstance(s, (int, float)) else None
+
+
+def load_model_folder(path: Path) -> RunModel:
+    path = Path(path).resolve()
+    if not is_complete(path):
+        raise ModelError(f"{path} is not a finished model folder (needs config.json and {LINEAGE_FILE})")
+    return RunModel(path, read_json(path / LINEAGE_FILE) or {}, read_json(path / METRICS_FILE) or {})
+
+
+def find_run_models(run_dir: Path) -> list[RunModel]:
+    """Every finished `run/<stage>/<task>/` folder, parents before children."""
+    run_dir = Path(run_dir).resolve()
+    found = [load_model_folder(p) for p in sorted(run_dir.glob("*/*"))
+             if not p.parent.name.startswith(".") and not p.name.startswith(".") and is_complete(p)]
+    by_path = {m.path: m for m in found}
+    ordered: list[RunModel] = []
+
+    def visit(m: RunModel, seen: tuple[Path, ...] = ()) -> None:
+        if m in ordered or m.path in seen:
+            return
+        parent = parent_path(m)
+        if parent is not None and parent in by_path:
+            visit(by_path[parent], seen + (m.path,))
+        ordered.append(m)
+
+    for m in found:
+        visit(m)
+    return ordered
+
+
+def parent_path(model: RunModel) -> Optional[Path]:
+    """The parent model folder, when the parent is a stage of the same run (lineage `parent` is relative)."""
+    if model.lineage.get("parent_kind") != "stage" or not model.lineage.get("parent"):
+        return None
+    for base in (model.path, model.path.parent.parent):
+        candidate = (base / model.lineage["parent"]).resolve()
+        if is_complete(candidate):
+            return candidate
+    return None
+
+
+def run_dir_of(model: RunModel) -> Optional[Path]:
+    """`run/` for a folder at `run/<stage>/<task>/` (None for a folder outside a run)."""
+    run_dir = model.path.parent.parent
+    return run_dir if (model.path.parent.name == model.stage and model.path.name == model.task) else None

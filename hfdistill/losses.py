@@ -6,6 +6,9 @@ All losses return a scalar tensor averaged over the batch (and over tokens where
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -67,3 +70,68 @@ def kl_importance_loss(pruned_logits: torch.Tensor, original_logits: torch.Tenso
     q = F.log_softmax(original_logits.detach(), dim=-1)
     p = F.log_softmax(pruned_logits, dim=-1)
     return F.kl_div(p, q, reduction="batchmean", log_target=True)
+
+
+# ------------------------------------------------------------------------------ the distillation objectives
+@dataclass(frozen=True)
+class LossWeights:
+    """The weights and temperature of the distillation loss (DistilBERT's defaults)."""
+
+    temperature: float = 2.0
+    alpha_ce: float = 5.0
+    alpha_hard: float = 2.0
+    alpha_mlm: float = 2.0
+    alpha_cos: float = 1.0
+
+
+def hidden_alignment_loss(student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence[torch.Tensor],
+                          attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """L_cos averaged over matched layer pairs: mean_k (1 − cos(h_s^k, h_t^k)) over real tokens."""
+    losses = [cosine_loss(s, t, attention_mask) for s, t in zip(student_hidden, teacher_hidden)]
+    return torch.stack(losses).mean()
+
+
+def _labeled(labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    return ~torch.isnan(labels) if regression else labels >= 0
+
+
+def task_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                           w: LossWeights, student_hidden: Sequence[torch.Tensor] = (),
+                           teacher_hidden: Sequence[torch.Tensor] = (),
+                           attention_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+    """α_ce·L_ce + α_hard·L_hard + α_cos·L_cos for a batch of a classification or regression (1 output) task.
+
+    L_ce is KL·T² between softened distributions (classes) or MSE to the teacher's score (regression).
+    L_hard is CE / MSE to the gold label over the labeled rows only (label -1 or NaN = unlabeled).
+    """
+    regression = student_logits.shape[-1] == 1
+    teacher_logits = teacher_logits.to(student_logits.dtype)
+    zero = student_logits.new_zeros(())
+    if regression:
+        l_ce = mse_logit_loss(student_logits, teacher_logits)
+    else:
+        l_ce = soft_target_loss(student_logits, teacher_logits, w.temperature)
+    has = _labeled(labels, regression)
+    l_hard = hard_label_loss(student_logits[has], labels[has]) if has.any() and w.alpha_hard > 0 else zero
+    l_cos = zero
+    if w.alpha_cos > 0 and len(student_hidden):
+        l_cos = hidden_alignment_loss(student_hidden, teacher_hidden, attention_mask)
+    loss = w.alpha_ce * l_ce + w.alpha_hard * l_hard + w.alpha_cos * l_cos
+    return loss, {"l_ce": l_ce.item(), "l_hard": l_hard.item(), "l_cos": l_cos.item()}
+
+
+def mlm_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                          w: LossWeights, student_hidden: Sequence[torch.Tensor] = (),
+                          teacher_hidden: Sequence[torch.Tensor] = (),
+                          attention_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+    """α_ce·L_ce + α_mlm·L_mlm + α_cos·L_cos; L_ce over the vocabulary at the masked positions (labels ≠ -100)."""
+    masked = labels != -100
+    zero = student_logits.new_zeros(())
+    l_ce = soft_target_loss(student_logits[masked], teacher_logits[masked].to(student_logits.dtype),
+                            w.temperature) if masked.any() else zero
+    l_mlm = mlm_loss(student_logits, labels) if masked.any() else zero
+    l_cos = zero
+    if w.alpha_cos > 0 and len(student_hidden):
+        l_cos = hidden_alignment_loss(student_hidden, teacher_hidden, attention_mask)
+    loss = w.alpha_ce * l_ce + w.alpha_mlm * l_mlm + w.alpha_cos * l_cos
+    return loss, {"l_ce": l_ce.item(), "l_mlm": l_mlm.item(), "l_cos": l_cos.item()}

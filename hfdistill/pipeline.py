@@ -18,12 +18,17 @@ from typing import Any, Optional
 
 import yaml
 
-from hfdistill import __version__, glue
+from hfdistill import glue, hub
 from hfdistill.errors import ModelError
+from hfdistill.evaluation import evaluate_model
 from hfdistill.folder import (LINEAGE_FILE, METRICS_FILE, ModelFolder, is_complete, read_json, replace_folder,
                               tmp_path_for, write_json)
-from hfdistill.recipe import PACKAGED_MODELS, Recipe, load_recipe
+from hfdistill.models import load_model, load_tokenizer
+from hfdistill.publish import cards
+from hfdistill.recipe import Recipe, load_recipe
+from hfdistill.schema import PACKAGED_MODELS
 from hfdistill.stages import REGISTRY, StageContext
+from hfdistill.version import __version__
 
 
 @dataclass
@@ -67,9 +72,6 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
         accelerator: Any = None) -> list[StageResult]:
     """Run every stage of the recipe for every task; returns one StageResult per (stage, task)."""
     from accelerate.utils import set_seed
-
-    from hfdistill.evaluation import evaluate_model
-    from hfdistill.models import load_model, load_tokenizer
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
@@ -185,14 +187,10 @@ def _write_recipe_copy(recipe: Recipe, path: Path) -> None:
 
 def _finish(recipe: Recipe, run_dir: Path, results: list[StageResult], publish: Optional[bool]) -> None:
     """Cards for every model of the run (the plot spans all of them), a summary table, then publishing."""
-    from hfdistill import cards
-
     for r in results:
         cards.write_card(r.path, publish=recipe.publish)
     print(summary_table(results), flush=True)
     if recipe.publish is not None and publish is not False:
-        from hfdistill import hub
-
         hub.push_run(run_dir, recipe.publish)
 
 

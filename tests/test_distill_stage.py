@@ -18,7 +18,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 from hfdistill import glue
 from hfdistill.errors import RecipeError
 from hfdistill.recipe import parse_recipe
-from hfdistill.teacher_cache import teacher_outputs
+from hfdistill.distillation.teacher_cache import teacher_outputs
 from tests.conftest import SHARED_GLUE, copy_tokenizer
 
 torch.set_num_threads(1)

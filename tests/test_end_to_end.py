@@ -8,7 +8,7 @@ import json
 import yaml
 
 from hfdistill.folder import ModelFolder
-from hfdistill.hub import pull
+from hfdistill.publish.pull import pull
 from hfdistill.pipeline import run
 
 

@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from hfdistill.hub import PublishConfig, push_run
+from hfdistill.hub import push_run
+from hfdistill.schema import PublishConfig
 
 BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 pytestmark = pytest.mark.skipif(BROWSER is None, reason="no chromium (apt-get install -y chromium)")

@@ -13,7 +13,10 @@ from huggingface_hub import HfApi, metadata_load
 from pydantic import ValidationError
 
 from hfdistill.errors import HubError
-from hfdistill.hub import PublishConfig, pull, push_folder, push_run
+from hfdistill.hub import push_run
+from hfdistill.publish.pull import pull
+from hfdistill.publish.push import push_folder
+from hfdistill.schema import PublishConfig
 from tests.hub_fixtures import METRICS
 
 FAST = (0.05, 0.05)  # retry waits for tests
@@ -197,12 +200,9 @@ def test_publish_config_refuses_tokens_and_bad_values():
 
 
 def test_cli_card_push_and_pull(tiny_run, hub_server, tmp_path, capsys):
-    import argparse
+    from hfdistill.cli import build_parser
 
-    from hfdistill.hub import add_commands
-
-    parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers(dest="command", required=True))
+    parser = build_parser()
     run = lambda *argv: (lambda a: a.fn(a))(parser.parse_args([str(x) for x in argv]))  # noqa: E731
 
     assert run("card", tiny_run / "student" / "sst2", "--repo-id", "me/cli-student") == 0

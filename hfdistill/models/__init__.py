@@ -1,22 +1,17 @@
-"""Loading any model folder the pipeline produced, for inference or as a stage's starting point.
+"""Loading any model folder the project writes, for inference or as a stage's starting point.
 
-Plain, distilled and pruned models load through transformers' Auto classes (the pruned-model class is registered
-with them when hfdistill is imported). Formats that need more (int8-cpu artefacts, …) register a loader here.
+Plain, distilled and pruned models load through transformers' Auto classes (importing this package registers
+the pruned-model classes with them, `pruned_bert`); the quantize stage's formats (int8-cpu, bitsandbytes with a
+recovery adapter) load through `formats`. Nothing here imports a stage: every format is known by its files.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Optional, Sequence
 
 from hfdistill.errors import ModelError
-
-#: (predicate(folder) -> bool, loader(folder, num_labels) -> model), tried in order before the default.
-LOADERS: list[tuple[Callable[[Path], bool], Callable[..., Any]]] = []
-
-
-def register_loader(predicate: Callable[[Path], bool], loader: Callable[..., Any]) -> None:
-    LOADERS.append((predicate, loader))
+from hfdistill.models import formats, pruned_bert  # noqa: F401  (pruned_bert: Auto-class registration)
 
 
 def check_model_dir(path: Path) -> Path:
@@ -39,13 +34,13 @@ def load_tokenizer(path: Path):
 
 def load_model(path: Path, num_labels: int | None = None, trust_remote_code: bool = False) -> Any:
     """Load a sequence-classification model from a folder for inference on CPU (eval mode)."""
-    import hfdistill.stages  # noqa: F401  (registers the pruned Auto classes and the stages' folder loaders)
     from transformers import AutoModelForSequenceClassification
 
     path = check_model_dir(Path(path))
-    for predicate, loader in LOADERS:
-        if predicate(path):
-            return loader(path)
+    if formats.is_int8_cpu_folder(path):
+        return formats.load_int8_cpu(path)
+    if formats.has_adapter(path):
+        return formats.load_with_adapter(path)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
@@ -54,3 +49,21 @@ def load_model(path: Path, num_labels: int | None = None, trust_remote_code: boo
     except Exception as e:  # corrupt weights, unknown architecture…: one line
         raise ModelError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
     return model.eval()
+
+
+def load_classifier(path: Path, num_labels: int, labels: Optional[Sequence[str]] = None,
+                    trust_remote_code: bool = False) -> Any:
+    """A folder as a sequence classifier with `num_labels` outputs, for training (a fresh head when the sizes
+    differ); `labels` names the classes (none: a regression head)."""
+    from transformers import AutoModelForSequenceClassification
+
+    kwargs: dict[str, Any] = dict(num_labels=num_labels, trust_remote_code=trust_remote_code,
+                                  ignore_mismatched_sizes=True)
+    if labels:
+        kwargs.update(id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    else:
+        kwargs.update(problem_type="regression")
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
+    except Exception as e:  # corrupt weights, wrong architecture…: one line
+        raise ModelError(f"{path}: cannot load as a sequence classifier ({str(e).splitlines()[0]})") from None

@@ -1,10 +1,17 @@
-"""Stage kinds. Importing this package fills the registry with every kind."""
+"""Stage kinds: one module each (its config model beside its `run`), listed in one explicit table.
 
-from hfdistill.stages.base import REGISTRY, StageConfig, StageContext, register  # noqa: F401
+The table's order is the order of the chain; the recipe reference and "known kinds" in errors follow it.
+Adding a kind = a module here and a row below; nothing registers itself on import.
+"""
 
-# One module per kind; each registers itself on import, in the order of the chain (the registry's order is the
-# order of the recipe reference and of "known kinds" in errors).
-from hfdistill.stages import finetune  # noqa: F401,E402,I001
-from hfdistill.stages import distill  # noqa: F401,E402,I001
-from hfdistill.stages import prune  # noqa: F401,E402,I001
-from hfdistill.stages import quantize  # noqa: F401,E402,I001
+from hfdistill.stages import distill, finetune, prune, quantize
+from hfdistill.stages.base import StageConfig, StageContext, StageKind
+
+REGISTRY: dict[str, StageKind] = {
+    "finetune": StageKind("finetune", finetune.FinetuneConfig, finetune.run),
+    "distill": StageKind("distill", distill.DistillConfig, distill.run),
+    "prune": StageKind("prune", prune.PruneConfig, prune.run),
+    "quantize": StageKind("quantize", quantize.QuantizeConfig, quantize.run),
+}
+
+__all__ = ["REGISTRY", "StageConfig", "StageContext", "StageKind"]

@@ -1,7 +1,7 @@
-"""What every stage kind shares: its config base class, the context it runs in, and the registry.
+"""What every stage kind shares: its config base class, the context it runs in, and the shape of a kind.
 
 Adding a stage kind = one module in `hfdistill/stages/` with a `<Kind>Config(StageConfig)` and a
-`run(cfg, parent, ctx, out) -> dict` decorated with `@register("<kind>", <Kind>Config)`.
+`run(cfg, parent, ctx, out) -> dict`, and one row in the table of `hfdistill/stages/__init__.py`.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hfdistill.folder import ModelFolder
+from hfdistill.glue import TaskData
+
 if TYPE_CHECKING:  # pragma: no cover
     from accelerate import Accelerator
-
-    from hfdistill.folder import ModelFolder
-    from hfdistill.glue import TaskData
-    from hfdistill.recipe import Recipe
 
 
 class StageConfig(BaseModel):
@@ -60,9 +59,9 @@ BOOKKEEPING_FIELDS = ("repo_id", "log_every", "checkpoint_every", "teacher_batch
 class StageContext:
     """What a stage may use besides its parent folder."""
 
-    recipe: "Recipe"
+    recipe: Any                     # the hfdistill.recipe.Recipe being run (a layer above the stages)
     task: str                       # GLUE task name, e.g. "sst2"
-    data: "TaskData"                # train/dev/test datasets of the task (limits applied)
+    data: TaskData                  # train/dev/test datasets of the task (limits applied)
     accelerator: "Accelerator"
     run_dir: Path                   # output_dir of the recipe
     cache_dir: Path                 # shared caches (teacher logits): output_dir/.cache
@@ -79,7 +78,7 @@ class StageContext:
             print(f"[{self.task}] {message}", flush=True)
 
 
-RunFn = Callable[[Any, "ModelFolder", StageContext, Path], dict]
+RunFn = Callable[[Any, ModelFolder, StageContext, Path], dict]
 
 
 @dataclass(frozen=True)
@@ -87,14 +86,3 @@ class StageKind:
     kind: str
     config_cls: type[StageConfig]
     run: RunFn
-
-
-REGISTRY: dict[str, StageKind] = {}
-
-
-def register(kind: str, config_cls: type[StageConfig]) -> Callable[[RunFn], RunFn]:
-    def deco(fn: RunFn) -> RunFn:
-        REGISTRY[kind] = StageKind(kind, config_cls, fn)
-        return fn
-
-    return deco

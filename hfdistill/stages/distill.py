@@ -20,7 +20,6 @@ initialisation, the distillation adapts it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
@@ -29,77 +28,16 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from hfdistill import glue
 from hfdistill.errors import DataError, ModelError
+from hfdistill.distillation.student import (STUDENT_INPUT_NAMES, build_student, default_layers, load_teacher,
+                                            matched_hidden_layers, save_student_tokenizer)
+from hfdistill.distillation.teacher_cache import teacher_outputs
 from hfdistill.folder import ModelFolder, read_json
-from hfdistill.losses import cosine_loss, hard_label_loss, mlm_loss, mse_logit_loss, soft_target_loss
-from hfdistill.stages.base import StageConfig, StageContext, register
+from hfdistill.losses import LossWeights, mlm_distillation_loss, task_distillation_loss
+from hfdistill.stages.base import StageConfig, StageContext
+from hfdistill.models import load_classifier
 from hfdistill.training import TrainingArgs, train, training_args
 
 _SPLIT_WORDS = ("train", "test")
-
-
-# ---------------------------------------------------------------------------------------------------- losses
-@dataclass(frozen=True)
-class LossWeights:
-    """The weights and temperature of the distillation loss (DistilBERT's defaults)."""
-
-    temperature: float = 2.0
-    alpha_ce: float = 5.0
-    alpha_hard: float = 2.0
-    alpha_mlm: float = 2.0
-    alpha_cos: float = 1.0
-
-
-def hidden_alignment_loss(student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence[torch.Tensor],
-                          attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """L_cos averaged over matched layer pairs: mean_k (1 − cos(h_s^k, h_t^k)) over real tokens."""
-    losses = [cosine_loss(s, t, attention_mask) for s, t in zip(student_hidden, teacher_hidden)]
-    return torch.stack(losses).mean()
-
-
-def _labeled(labels: torch.Tensor, regression: bool) -> torch.Tensor:
-    return ~torch.isnan(labels) if regression else labels >= 0
-
-
-def task_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                           w: LossWeights, student_hidden: Sequence[torch.Tensor] = (),
-                           teacher_hidden: Sequence[torch.Tensor] = (),
-                           attention_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
-    """α_ce·L_ce + α_hard·L_hard + α_cos·L_cos for a batch of a classification or regression (1 output) task.
-
-    L_ce is KL·T² between softened distributions (classes) or MSE to the teacher's score (regression).
-    L_hard is CE / MSE to the gold label over the labeled rows only (label -1 or NaN = unlabeled).
-    """
-    regression = student_logits.shape[-1] == 1
-    teacher_logits = teacher_logits.to(student_logits.dtype)
-    zero = student_logits.new_zeros(())
-    if regression:
-        l_ce = mse_logit_loss(student_logits, teacher_logits)
-    else:
-        l_ce = soft_target_loss(student_logits, teacher_logits, w.temperature)
-    has = _labeled(labels, regression)
-    l_hard = hard_label_loss(student_logits[has], labels[has]) if has.any() and w.alpha_hard > 0 else zero
-    l_cos = zero
-    if w.alpha_cos > 0 and len(student_hidden):
-        l_cos = hidden_alignment_loss(student_hidden, teacher_hidden, attention_mask)
-    loss = w.alpha_ce * l_ce + w.alpha_hard * l_hard + w.alpha_cos * l_cos
-    return loss, {"l_ce": l_ce.item(), "l_hard": l_hard.item(), "l_cos": l_cos.item()}
-
-
-def mlm_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                          w: LossWeights, student_hidden: Sequence[torch.Tensor] = (),
-                          teacher_hidden: Sequence[torch.Tensor] = (),
-                          attention_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
-    """α_ce·L_ce + α_mlm·L_mlm + α_cos·L_cos; L_ce over the vocabulary at the masked positions (labels ≠ -100)."""
-    masked = labels != -100
-    zero = student_logits.new_zeros(())
-    l_ce = soft_target_loss(student_logits[masked], teacher_logits[masked].to(student_logits.dtype),
-                            w.temperature) if masked.any() else zero
-    l_mlm = mlm_loss(student_logits, labels) if masked.any() else zero
-    l_cos = zero
-    if w.alpha_cos > 0 and len(student_hidden):
-        l_cos = hidden_alignment_loss(student_hidden, teacher_hidden, attention_mask)
-    loss = w.alpha_ce * l_ce + w.alpha_mlm * l_mlm + w.alpha_cos * l_cos
-    return loss, {"l_ce": l_ce.item(), "l_mlm": l_mlm.item(), "l_cos": l_cos.item()}
 
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -361,21 +299,17 @@ class TaskCollator:
 
 # ---------------------------------------------------------------------------------------------------- run
 def _cos_pairs(layers: list[int], cos_layers: str) -> list[tuple[int, int]]:
-    from hfdistill.models.student import matched_hidden_layers
-
     pairs = matched_hidden_layers(layers)
     return pairs[-1:] if cos_layers == "last" else pairs
 
 
 def _student_from_stage(cfg: DistillConfig, ctx: StageContext, teacher: torch.nn.Module):
     """The student from an earlier stage's folder (e.g. general distillation), with this task's head."""
-    from hfdistill.models.student import default_layers
-    from hfdistill.stages.finetune import load_for_training
-
     folder = ctx.stage_folders.get(cfg.student_from)
     if folder is None:
         raise ModelError(f"student_from: stage {cfg.student_from!r} has no finished model for task {ctx.task}")
-    student = load_for_training(ModelFolder(Path(folder)), ctx.data.task)
+    task = ctx.data.task
+    student = load_classifier(Path(folder), task.num_labels, task.labels)
     info = (read_json(Path(folder) / "lineage.json") or {}).get("info", {})
     n_teacher = teacher.config.num_hidden_layers
     layers = info.get("layers") or default_layers(n_teacher)
@@ -386,14 +320,11 @@ def _student_from_stage(cfg: DistillConfig, ctx: StageContext, teacher: torch.nn
 
 
 def _save(model: torch.nn.Module, tokenizer_dir: Path, out: Path, ctx: StageContext) -> None:
-    from hfdistill.models.student import save_student_tokenizer
-
     if ctx.is_main:
         model.save_pretrained(out, safe_serialization=True)
         save_student_tokenizer(tokenizer_dir, out)
 
 
-@register("distill", DistillConfig)
 def run(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> dict:
     if cfg.objective == "mlm":
         return _run_mlm(cfg, parent, ctx, out)
@@ -402,9 +333,6 @@ def run(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: Path) -
 
 def _run_task(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> dict:
     from transformers import AutoTokenizer
-
-    from hfdistill.models.student import build_student, load_teacher
-    from hfdistill.teacher_cache import teacher_outputs
 
     task = ctx.data.task
     max_len = ctx.recipe.max_seq_length
@@ -491,8 +419,6 @@ def _online_teacher_hidden(online, pos: list[int], width: int, layers: list[int]
 
 def _run_mlm(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> dict:
     from transformers import AutoTokenizer, DataCollatorForLanguageModeling
-
-    from hfdistill.models.student import STUDENT_INPUT_NAMES, build_student, load_teacher
 
     teacher = load_teacher(parent.path, masked_lm=True)
     student, facts = build_student(teacher, cfg.layers, cfg.num_layers, cfg.architecture, cfg.init, seed=ctx.seed)

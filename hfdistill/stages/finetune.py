@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from hfdistill import glue
 from hfdistill.folder import ModelFolder
 from hfdistill.losses import hard_label_loss
-from hfdistill.stages.base import StageConfig, StageContext, register
+from hfdistill.models import load_classifier, load_tokenizer
+from hfdistill.stages.base import StageConfig, StageContext
 from hfdistill.training import TrainingArgs, train, training_args
 
 
@@ -36,39 +37,18 @@ class FinetuneConfig(TrainingArgs, StageConfig):
                                                                    "merged into the saved model.")
 
 
-def load_for_training(parent: ModelFolder, task: glue.Task, trust_remote_code: bool = False):
-    """The parent as a sequence classifier with the task's head (a fresh head when the sizes differ)."""
-    from transformers import AutoModelForSequenceClassification
-
-    from hfdistill.errors import ModelError
-
-    labels = list(task.labels) if task.labels else None
-    kwargs = dict(num_labels=task.num_labels, trust_remote_code=trust_remote_code, ignore_mismatched_sizes=True)
-    if labels:
-        kwargs.update(id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
-    else:
-        kwargs.update(problem_type="regression")
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(str(parent.path), **kwargs)
-    except Exception as e:  # corrupt weights, wrong architecture…: one line
-        raise ModelError(f"{parent.path}: cannot load as a sequence classifier ({str(e).splitlines()[0]})") from None
-
-
 def label_loss(model, batch):
     """Hard-label loss of a batch: CE for classes, MSE for STS-B scores."""
     labels = batch.pop("labels")
     return hard_label_loss(model(**batch).logits, labels), {}
 
 
-@register("finetune", FinetuneConfig)
 def run(cfg: FinetuneConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> dict:
     from transformers import DataCollatorWithPadding
 
-    from hfdistill.models import load_tokenizer
-
     task = ctx.data.task
     tokenizer = load_tokenizer(parent.path)
-    model = load_for_training(parent, task, ctx.recipe.trust_remote_code)
+    model = load_classifier(parent.path, task.num_labels, task.labels, ctx.recipe.trust_remote_code)
     if cfg.lora is not None:
         from peft import LoraConfig, TaskType, get_peft_model
 

@@ -15,15 +15,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Literal, Optional, Union
 
+import torch
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from hfdistill import glue, pruning
+from hfdistill.distillation.teacher_cache import data_hash, folder_hash, teacher_outputs
 from hfdistill.errors import DataError, RecipeError
 from hfdistill.folder import ModelFolder
-from hfdistill.stages.base import StageConfig, StageContext, register
-from hfdistill.training import TrainingArgs
+from hfdistill.losses import LossWeights, task_distillation_loss
+from hfdistill.models import load_classifier, load_tokenizer
+from hfdistill.models.pruned_bert import save_pruned
+from hfdistill.stages.base import StageConfig, StageContext
+from hfdistill.training import TrainingArgs, train
 
 SCORES_FILE = "pruning_scores.safetensors"
 HEATMAP_FILE = "pruning_heatmap.png"
@@ -161,8 +168,6 @@ def scoring_dataset(cfg: PruneConfig, ctx: StageContext):
 
 def scoring_batches(ds, tokenizer, max_length: int, batch_size: int, with_labels: bool) -> list[dict]:
     """Tokenised, padded batches (similar lengths together: little padding)."""
-    import torch
-
     s1 = list(ds["sentence1"])
     s2 = list(ds["sentence2"]) if "sentence2" in ds.column_names else [None] * len(s1)
     labels = list(ds["label"]) if with_labels else None
@@ -181,8 +186,6 @@ def scoring_batches(ds, tokenizer, max_length: int, batch_size: int, with_labels
 
 
 def _prune_key(cfg: PruneConfig, parent: ModelFolder, ds) -> str:
-    from hfdistill.teacher_cache import data_hash, folder_hash
-
     facts = {k: v for k, v in cfg.run_facts().items() if k not in ("recover", "name", "repo_id", "from")}
     return hashlib.sha256(json.dumps([facts, folder_hash(parent.path), data_hash(ds)], sort_keys=True,
                                      default=str).encode()).hexdigest()[:16]
@@ -190,13 +193,7 @@ def _prune_key(cfg: PruneConfig, parent: ModelFolder, ds) -> str:
 
 def _recover(model, cfg: PruneConfig, parent: ModelFolder, tokenizer, ctx: StageContext) -> dict:
     """Distil the parent (the unpruned model) into `model` with KL·T² on its cached logits (+ hard labels)."""
-    import torch
     from transformers import DataCollatorWithPadding
-
-    from hfdistill import glue
-    from hfdistill.stages.distill import LossWeights, task_distillation_loss
-    from hfdistill.teacher_cache import teacher_outputs
-    from hfdistill.training import train
 
     rc = cfg.recover
     if ctx.data.train is None:
@@ -227,18 +224,10 @@ def _recover(model, cfg: PruneConfig, parent: ModelFolder, tokenizer, ctx: Stage
             "resumed_from_step": result.resumed_from}
 
 
-@register("prune", PruneConfig)
 def run(cfg: PruneConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> dict:
-    import time
-
-    from hfdistill import pruning
-    from hfdistill.models import load_tokenizer
-    from hfdistill.models.pruned_bert import save_pruned
-    from hfdistill.stages.finetune import load_for_training
-
     task = ctx.data.task
     tokenizer = load_tokenizer(parent.path)
-    model = load_for_training(parent, task, ctx.recipe.trust_remote_code)
+    model = load_classifier(parent.path, task.num_labels, task.labels, ctx.recipe.trust_remote_code)
     model.to(ctx.accelerator.device).eval()
     heads0, ffn0 = pruning.layer_sizes(model)
     head_target = pruning.resolve_target("target_heads", cfg.target_heads,
@@ -297,8 +286,6 @@ def run(cfg: PruneConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> 
 
 
 def _load_result(path: Path, heads0: list[int], ffn0: list[int]):
-    from hfdistill import pruning
-
     t = pruning.load_scores(path)
 
     def rows(key, sizes):

@@ -23,9 +23,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from hfdistill import glue
+from hfdistill import quantization as q
+from hfdistill.distillation.teacher_cache import teacher_outputs
 from hfdistill.errors import DataError, ModelError
 from hfdistill.folder import ModelFolder
-from hfdistill.stages.base import StageConfig, StageContext, register
+from hfdistill.losses import mse_logit_loss, soft_target_loss
+from hfdistill.models import formats, load_model, load_tokenizer
+from hfdistill.stages.base import StageConfig, StageContext
 from hfdistill.training import TrainingArgs, train, training_args
 
 #: Dev examples used to check the saved folder against the in-memory model and to measure agreement.
@@ -116,11 +120,9 @@ class QuantizeConfig(StageConfig):
 # ---------------------------------------------------------------------------------------------------- helpers
 
 def _check_parent(parent: ModelFolder) -> None:
-    from hfdistill.quantization import has_adapter, is_int8_cpu_folder
-
-    if is_int8_cpu_folder(parent.path):
+    if formats.is_int8_cpu_folder(parent.path):
         raise ModelError(f"{parent.path}: the parent is an int8-cpu artefact; quantize from an unquantized stage")
-    if parent.config.get("quantization_config") or has_adapter(parent.path):
+    if parent.config.get("quantization_config") or formats.has_adapter(parent.path):
         raise ModelError(f"{parent.path}: the parent is already quantized; quantize from an unquantized stage")
 
 
@@ -175,8 +177,6 @@ def _logits(model: Any, encoded: Any, pad_id: int, batch_size: int = 32) -> torc
 def agreement(logits: torch.Tensor, parent_logits: torch.Tensor) -> dict[str, float]:
     """How closely a model follows its parent: argmax agreement and KL(parent ‖ model) (T=1) for classes,
     mean squared difference for a regression output."""
-    from hfdistill.losses import mse_logit_loss, soft_target_loss
-
     parent_logits = parent_logits.float()
     if logits.shape[-1] == 1:
         return {"mse": round(float(mse_logit_loss(logits, parent_logits)), 6)}
@@ -190,11 +190,7 @@ def _sample_texts(ds: Any, n: int = 8) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- run
 
-@register("quantize", QuantizeConfig)
 def run(cfg: QuantizeConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> dict:
-    from hfdistill import quantization as q
-    from hfdistill.models import load_model, load_tokenizer
-
     _check_parent(parent)
     max_len = int(getattr(ctx.recipe, "max_seq_length", 128))
     tokenizer = load_tokenizer(parent.path)
@@ -250,10 +246,6 @@ def run(cfg: QuantizeConfig, parent: ModelFolder, ctx: StageContext, out: Path) 
 
 def _recover(rc: RecoverConfig, parent: ModelFolder, ctx: StageContext, out: Path, tokenizer: Any,
              check: Any, parent_dev: torch.Tensor, before: dict[str, float]) -> dict[str, Any]:
-    from hfdistill import quantization as q
-    from hfdistill.losses import mse_logit_loss, soft_target_loss
-    from hfdistill.teacher_cache import teacher_outputs
-
     if ctx.data.train is None or len(ctx.data.train) == 0:
         raise DataError(f"{ctx.task}: recover needs the train split (its text; labels are not used)")
     max_len = int(getattr(ctx.recipe, "max_seq_length", 128))
@@ -297,18 +289,3 @@ def _recover(rc: RecoverConfig, parent: ModelFolder, ctx: StageContext, out: Pat
             "train_loss": round(result.loss, 6), "train_seconds": round(result.seconds, 1),
             "teacher_cache": {"key": cache.path.name, "reused": cache.from_cache},
             "dev_agreement_before": before, "dev_agreement_after": after}
-
-
-def _register_loaders() -> None:
-    """Folders this stage writes that plain `from_pretrained` cannot load (DESIGN: stages register loaders)."""
-    from hfdistill import quantization as q
-    from hfdistill.models import LOADERS, register_loader
-
-    known = {loader for _, loader in LOADERS}
-    if q.load_int8_cpu not in known:
-        register_loader(q.is_int8_cpu_folder, q.load_int8_cpu)
-    if q.load_with_adapter not in known:
-        register_loader(q.has_adapter, q.load_with_adapter)
-
-
-_register_loaders()

@@ -1,7 +1,7 @@
 """Model cards: README.md with Hub metadata (`ModelCardData` + `EvalResult`) and a body built from the run's files.
 
 Every number in a card comes from a `metrics.json` or `lineage.json` of the run; a card for a model without
-metrics says so and carries no `model-index`. The body is rendered from `hfdistill/templates/model_card.md.j2`;
+metrics says so and carries no `model-index`. The body is rendered from `hfdistill/publish/templates/model_card.md.j2`;
 the size-vs-score plot of all models of the run (same task) is written beside the card as `size_vs_score.png`.
 Cards and plots are deterministic (no timestamps of their own), so re-pushing an unchanged run is a no-op.
 """
@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import yaml
 
-from hfdistill.errors import ModelError
-from hfdistill.folder import LINEAGE_FILE, METRICS_FILE, is_complete, read_json
-
-if TYPE_CHECKING:  # pragma: no cover
-    from hfdistill.hub import PublishConfig
+from hfdistill.folder import RunModel, find_run_models, load_model_folder, parent_path, read_json, run_dir_of
+from hfdistill.schema import KNOWN_BASE_IDS, PublishConfig, packaged_model_path
 
 TEMPLATES = Path(__file__).parent / "templates"
 CARD_TEMPLATE = "model_card.md.j2"
 PLOT_FILE = "size_vs_score.png"
 GLUE_DATASET = "nyu-mll/glue"
 
-# Hub ids of the packaged base models (recipe `model:` short names).
-KNOWN_BASE_IDS = {"minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
 KIND_TAGS = {"finetune": "fine-tuned", "distill": "distillation", "prune": "pruning", "quantize": "quantization"}
 KIND_WORDS = {"finetune": "fine-tuned", "distill": "distilled", "prune": "pruned", "quantize": "quantized"}
 KIND_RELATION = {"finetune": "finetune", "distill": "finetune", "prune": "finetune", "quantize": "quantized"}
@@ -43,81 +37,6 @@ METRIC_TYPES = {
 }
 SPLITS = {"dev": "validation"}
 TASK_SPLITS = {("mnli", "dev"): "validation_matched"}
-
-
-@dataclass(frozen=True)
-class RunModel:
-    """One finished model folder of a run (`run/<stage>/<task>/`)."""
-
-    path: Path
-    lineage: dict[str, Any]
-    metrics: dict[str, Any]
-
-    @property
-    def stage(self) -> str:
-        return self.lineage.get("name", self.path.parent.name)
-
-    @property
-    def task(self) -> str:
-        return self.lineage.get("task") or self.metrics.get("task") or self.path.name
-
-    @property
-    def kind(self) -> str:
-        return self.lineage.get("kind", "")
-
-    @property
-    def key(self) -> str:
-        return f"{self.stage}/{self.task}"
-
-    @property
-    def score(self) -> Optional[float]:
-        s = self.metrics.get("score")
-        return float(s) if isinstance(s, (int, float)) else None
-
-
-def load_model_folder(path: Path) -> RunModel:
-    path = Path(path).resolve()
-    if not is_complete(path):
-        raise ModelError(f"{path} is not a finished model folder (needs config.json and {LINEAGE_FILE})")
-    return RunModel(path, read_json(path / LINEAGE_FILE) or {}, read_json(path / METRICS_FILE) or {})
-
-
-def find_run_models(run_dir: Path) -> list[RunModel]:
-    """Every finished `run/<stage>/<task>/` folder, parents before children."""
-    run_dir = Path(run_dir).resolve()
-    found = [load_model_folder(p) for p in sorted(run_dir.glob("*/*"))
-             if not p.parent.name.startswith(".") and not p.name.startswith(".") and is_complete(p)]
-    by_path = {m.path: m for m in found}
-    ordered: list[RunModel] = []
-
-    def visit(m: RunModel, seen: tuple[Path, ...] = ()) -> None:
-        if m in ordered or m.path in seen:
-            return
-        parent = parent_path(m)
-        if parent is not None and parent in by_path:
-            visit(by_path[parent], seen + (m.path,))
-        ordered.append(m)
-
-    for m in found:
-        visit(m)
-    return ordered
-
-
-def parent_path(model: RunModel) -> Optional[Path]:
-    """The parent model folder, when the parent is a stage of the same run (lineage `parent` is relative)."""
-    if model.lineage.get("parent_kind") != "stage" or not model.lineage.get("parent"):
-        return None
-    for base in (model.path, model.path.parent.parent):
-        candidate = (base / model.lineage["parent"]).resolve()
-        if is_complete(candidate):
-            return candidate
-    return None
-
-
-def run_dir_of(model: RunModel) -> Optional[Path]:
-    """`run/` for a folder at `run/<stage>/<task>/` (None for a folder outside a run)."""
-    run_dir = model.path.parent.parent
-    return run_dir if (model.path.parent.name == model.stage and model.path.name == model.task) else None
 
 
 def base_model_id(model: RunModel) -> Optional[str]:
@@ -149,8 +68,6 @@ def base_license(model: RunModel, run_dir: Optional[Path]) -> Optional[str]:
                  if model.lineage.get("parent_kind") == "base" else "") or "")
     if parent in KNOWN_BASE_IDS:
         try:
-            from hfdistill.recipe import packaged_model_path
-
             readme = packaged_model_path(parent) / "README.md"
         except Exception:
             readme = None

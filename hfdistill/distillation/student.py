@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from hfdistill.errors import ModelError
+from hfdistill.models import check_model_dir  # importing hfdistill.models registers the pruned Auto classes
 
 Architecture = Literal["distilbert", "bert"]
 Init = Literal["teacher", "random"]
@@ -342,7 +343,7 @@ def load_teacher(teacher_dir: Path, masked_lm: bool = False) -> nn.Module:
 
     cls = AutoModelForMaskedLM if masked_lm else AutoModelForSequenceClassification
     try:
-        model = cls.from_pretrained(str(teacher_dir))
+        model = cls.from_pretrained(str(check_model_dir(teacher_dir)))
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load teacher {teacher_dir} as {cls.__name__}: {e}") from e
     model.eval()

@@ -26,6 +26,10 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from hfdistill.folder import weight_files
+from hfdistill.glue import encode
+from hfdistill.models import load_model
+
 CACHE_VERSION = 1
 _MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
                 "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")
@@ -60,8 +64,6 @@ class TeacherOutputs:
 
 def folder_hash(path: Path) -> str:
     """Content hash of a model folder: config, weight files and tokenizer files (not metrics, card or lineage)."""
-    from hfdistill.folder import weight_files
-
     path = Path(path)
     h = hashlib.sha256()
     files = [path / f for f in _MODEL_FILES if (path / f).is_file()] + weight_files(path)
@@ -114,9 +116,6 @@ def _load(entry: Path, from_cache: bool) -> TeacherOutputs:
 def _compute(teacher_dir: Path, dataset: Any, max_seq_length: int, layers: list[int], entry: Path,
              meta: dict, batch_size: int) -> None:
     from transformers import AutoTokenizer
-
-    from hfdistill.glue import encode
-    from hfdistill.models import load_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
     teacher = load_model(Path(teacher_dir))
