@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from hfdistill.errors import ModelError
-from hfdistill.models import check_model_dir  # importing hfdistill.models registers the pruned Auto classes
+from hfdistill.models import check_model_dir, refuse_untrained  # (also registers the pruned Auto classes)
 
 Architecture = Literal["distilbert", "bert"]
 Init = Literal["teacher", "random"]
@@ -337,15 +337,19 @@ def save_student_tokenizer(teacher_dir: Path, out: Path) -> None:
     tok.save_pretrained(str(out))
 
 
-def load_teacher(teacher_dir: Path, masked_lm: bool = False) -> nn.Module:
-    """Load a teacher folder in eval mode with gradients off (the teacher never trains)."""
+def load_teacher(teacher_dir: Path, masked_lm: bool = False, stage: str = "distill") -> nn.Module:
+    """Load a teacher folder in eval mode with gradients off (the teacher never trains). A teacher whose head
+    (classifier, or masked-LM head with `masked_lm`) would be randomly initialised is refused, naming `stage`."""
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
     cls = AutoModelForMaskedLM if masked_lm else AutoModelForSequenceClassification
     try:
-        model = cls.from_pretrained(str(check_model_dir(teacher_dir)))
+        model, info = cls.from_pretrained(str(check_model_dir(teacher_dir)), output_loading_info=True)
+    except ModelError:
+        raise
     except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load teacher {teacher_dir} as {cls.__name__}: {e}") from e
+        raise ModelError(f"cannot load teacher {teacher_dir} as {cls.__name__}: {str(e).splitlines()[0]}") from None
+    refuse_untrained(Path(teacher_dir), info, stage, "mlm" if masked_lm else "classifier")
     model.eval()
     model.requires_grad_(False)
     return model

@@ -51,19 +51,45 @@ def load_model(path: Path, num_labels: int | None = None, trust_remote_code: boo
     return model.eval()
 
 
+HEAD_ADVICE = {
+    "classifier": "it would start from a random classifier; fine-tune it on the task first (a `kind: finetune` "
+                  "stage before this one)",
+    "mlm": "general distillation would learn from random token predictions; fit a masked-LM head first (a "
+           "`kind: finetune` stage with `objective: mlm`)",
+}
+
+
+def refuse_untrained(path: Path, info: dict, stage: str, head: str = "classifier") -> None:
+    """Raise when `from_pretrained(..., output_loading_info=True)` had to initialise weights: the parent lacks
+    trained weights for what the stage uses (e.g. a base `BertModel` has no classifier, the packaged MiniLM no
+    masked-LM head). Without this, transformers fills them with random values and the stage runs on noise."""
+    missing = sorted(info.get("missing_keys") or []) + sorted(k[0] if isinstance(k, tuple) else str(k)
+                                                              for k in info.get("mismatched_keys") or [])
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        raise ModelError(f"stage {stage!r}: its parent {path} has no trained weights for {shown}: "
+                         f"{HEAD_ADVICE[head]}")
+
+
 def load_classifier(path: Path, num_labels: int, labels: Optional[Sequence[str]] = None,
-                    trust_remote_code: bool = False) -> Any:
-    """A folder as a sequence classifier with `num_labels` outputs, for training (a fresh head when the sizes
-    differ); `labels` names the classes (none: a regression head)."""
+                    trust_remote_code: bool = False, *, require_trained: Optional[str] = None) -> Any:
+    """A folder as a sequence classifier with `num_labels` outputs; `labels` names the classes (none: a
+    regression head). For fine-tuning a missing or resized head is freshly initialised; `require_trained=<stage
+    name>` (distill, prune, quantize: stages that use the parent's predictions) refuses that instead."""
     from transformers import AutoModelForSequenceClassification
 
     kwargs: dict[str, Any] = dict(num_labels=num_labels, trust_remote_code=trust_remote_code,
-                                  ignore_mismatched_sizes=True)
+                                  ignore_mismatched_sizes=True, output_loading_info=True)
     if labels:
         kwargs.update(id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
     else:
         kwargs.update(problem_type="regression")
     try:
-        return AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
+        model, info = AutoModelForSequenceClassification.from_pretrained(str(check_model_dir(path)), **kwargs)
+    except ModelError:
+        raise
     except Exception as e:  # corrupt weights, wrong architecture…: one line
         raise ModelError(f"{path}: cannot load as a sequence classifier ({str(e).splitlines()[0]})") from None
+    if require_trained is not None:
+        refuse_untrained(Path(path), info, require_trained)
+    return model

@@ -336,7 +336,7 @@ def _run_task(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: P
 
     task = ctx.data.task
     max_len = ctx.recipe.max_seq_length
-    teacher = load_teacher(parent.path)
+    teacher = load_teacher(parent.path, stage=cfg.name)
     if teacher.config.num_labels != task.num_labels:
         raise ModelError(f"teacher {parent.path} has {teacher.config.num_labels} outputs but {task.name} needs "
                          f"{task.num_labels}: fine-tune it on the task first (a finetune stage before distill)")
@@ -420,7 +420,7 @@ def _online_teacher_hidden(online, pos: list[int], width: int, layers: list[int]
 def _run_mlm(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> dict:
     from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
-    teacher = load_teacher(parent.path, masked_lm=True)
+    teacher = load_teacher(parent.path, masked_lm=True, stage=cfg.name)
     student, facts = build_student(teacher, cfg.layers, cfg.num_layers, cfg.architecture, cfg.init, seed=ctx.seed)
     pairs = _cos_pairs(facts["layers"], cfg.cos_layers) if cfg.alpha_cos > 0 else []
     texts = load_text(cfg.text_source, cfg.text_column, ctx.data)

@@ -227,7 +227,8 @@ def _recover(model, cfg: PruneConfig, parent: ModelFolder, tokenizer, ctx: Stage
 def run(cfg: PruneConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> dict:
     task = ctx.data.task
     tokenizer = load_tokenizer(parent.path)
-    model = load_classifier(parent.path, task.num_labels, task.labels, ctx.recipe.trust_remote_code)
+    model = load_classifier(parent.path, task.num_labels, task.labels, ctx.recipe.trust_remote_code,
+                            require_trained=cfg.name)
     model.to(ctx.accelerator.device).eval()
     heads0, ffn0 = pruning.layer_sizes(model)
     head_target = pruning.resolve_target("target_heads", cfg.target_heads,

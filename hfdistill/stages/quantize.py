@@ -28,7 +28,7 @@ from hfdistill.distillation.teacher_cache import teacher_outputs
 from hfdistill.errors import DataError, ModelError
 from hfdistill.folder import ModelFolder
 from hfdistill.losses import mse_logit_loss, soft_target_loss
-from hfdistill.models import formats, load_model, load_tokenizer
+from hfdistill.models import formats, load_classifier, load_tokenizer
 from hfdistill.stages.base import StageConfig, StageContext
 from hfdistill.training import TrainingArgs, train, training_args
 
@@ -194,7 +194,9 @@ def run(cfg: QuantizeConfig, parent: ModelFolder, ctx: StageContext, out: Path) 
     _check_parent(parent)
     max_len = int(getattr(ctx.recipe, "max_seq_length", 128))
     tokenizer = load_tokenizer(parent.path)
-    parent_model = load_model(parent.path)
+    task = ctx.data.task
+    parent_model = load_classifier(parent.path, task.num_labels, task.labels, ctx.recipe.trust_remote_code,
+                                   require_trained=cfg.name).eval()
     parent_bytes = q.weight_bytes(parent_model)
 
     if cfg.method == "int8-cpu":
