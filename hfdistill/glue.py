@@ -40,6 +40,11 @@ class Task:
         return self.labels is None
 
     @property
+    def class_names(self) -> Optional[tuple[str, ...]]:
+        """Names of the classes in id order, as `nyu-mll/glue` names them (the TSV files write 0/1 for some)."""
+        return LABEL_NAMES.get(self.name, self.labels)
+
+    @property
     def num_labels(self) -> int:
         return 1 if self.labels is None else len(self.labels)
 
@@ -73,6 +78,11 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("wnli", "WNLI", ("sentence1", "sentence2"), "label", _BIN, ("accuracy",), ("accuracy",), _STD,
          ("sentence1", "sentence2")),
 ]}
+
+#: Class names of the tasks whose files hold 0/1 (the ClassLabel names of `nyu-mll/glue`).
+LABEL_NAMES = {"cola": ("unacceptable", "acceptable"), "sst2": ("negative", "positive"),
+               "mrpc": ("not_equivalent", "equivalent"), "qqp": ("not_duplicate", "duplicate"),
+               "wnli": ("not_entailment", "entailment")}
 
 _HUB_SPLITS = {"train": "train", "dev": "validation", "dev_mismatched": "validation_mismatched", "test": "test"}
 
@@ -243,6 +253,11 @@ def check_glue_dir(glue_dir: Path) -> dict[str, Any]:
                 entry["errors"].append(str(e))
                 report["ok"] = False
         report["tasks"][task.name] = entry
+    if not report["tasks"]:
+        report["ok"] = False
+        report["problem"] = (f"no GLUE task found in {glue_dir}: expected one folder per task in the original GLUE "
+                             f"layout, e.g. {Path(glue_dir) / 'SST-2'}/train.tsv and dev.tsv (folders: "
+                             f"{', '.join(t.folder for t in TASKS.values())})")
     return report
 
 

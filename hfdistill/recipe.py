@@ -7,6 +7,7 @@ reference is generated from it). A bad recipe raises RecipeError naming the fiel
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -25,6 +26,9 @@ from hfdistill.stages import REGISTRY, StageConfig
 BASE = "model"  # `from: model` starts a stage from the recipe's base model
 TaskName = Literal["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: Task name aliases: the GLUE folder names and any case (`SST-2`, `sst-2`, `SST2` → `sst2`).
+TASK_ALIASES = {alias.lower(): name for name, task in TASKS.items() for alias in (name, task.folder,
+                                                                                  task.folder.replace("-", ""))}
 
 StageUnion = Annotated[Union[tuple(k.config_cls for k in REGISTRY.values())], Field(discriminator="kind")]
 
@@ -56,7 +60,8 @@ class Recipe(BaseModel):
     license: Optional[str] = Field(default=None,
                                    description="License for the cards (default: inherited from the base model).")
     tasks: list[TaskName] = Field(min_length=1, description="GLUE tasks: cola, sst2, mrpc, stsb, qqp, mnli, "
-                                                            "qnli, rte, wnli.")
+                                                            "qnli, rte, wnli (the GLUE folder names, e.g. "
+                                                            "`SST-2`, are accepted too).")
     glue_dir: Optional[Path] = Field(default=None,
                                      description="Folder in the original GLUE layout (relative to the recipe); "
                                                  "default $HFDISTILL_GLUE_DIR, else `hub_dataset`.")
@@ -73,6 +78,14 @@ class Recipe(BaseModel):
     publish: Optional[PublishConfig] = Field(default=None, description="Where to push the models (see below).")
 
     _resolve_paths = field_validator("output_dir", "glue_dir", mode="before")(_resolve)
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _task_aliases(cls, v: Any) -> Any:
+        """GLUE folder names (`SST-2`, `STS-B`, `CoLA`…) and any case are accepted for task names."""
+        if not isinstance(v, list):
+            return v
+        return [TASK_ALIASES.get(t.lower(), t) if isinstance(t, str) else t for t in v]
 
     @field_validator("tasks")
     @classmethod
@@ -224,17 +237,55 @@ def _message(err: dict) -> str:
     return text
 
 
+def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
+    """The pydantic model that holds the last key of `loc` (for "did you mean" hints)."""
+    model: Any = Recipe
+    parts = list(loc[:-1])
+    while parts:
+        part = parts.pop(0)
+        if isinstance(part, int):
+            continue
+        if model is Recipe and part == "stages":
+            if len(parts) >= 2 and isinstance(parts[0], int) and parts[1] in REGISTRY:
+                model = REGISTRY[parts[1]].config_cls
+                parts = parts[2:]
+                continue
+            return None
+        field = getattr(model, "model_fields", {}).get(part)
+        subs = _nested_models(field.annotation) if field is not None else []
+        if not subs and field is not None and model is Recipe and part == "publish":
+            subs = [PublishConfig]
+        if not subs:
+            return None
+        model = subs[0]
+    return model
+
+
+def _did_you_mean(loc: tuple) -> str:
+    model = _model_at(loc)
+    if model is None:
+        return ""
+    names = [f.alias or n for n, f in model.model_fields.items()]
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _problem(err: dict) -> str:
+    if isinstance((err.get("ctx") or {}).get("error"), _FieldError):
+        fe = err["ctx"]["error"]
+        return f"{fe.loc}: {fe.msg}"
+    text = f"{_loc(err['loc'])}: {_message(err)}"
+    if err["type"] == "extra_forbidden":
+        text += _did_you_mean(err["loc"])
+    return text
+
+
 def format_validation_error(e: ValidationError) -> str:
-    errors = e.errors()
-    first = errors[0]
-    if isinstance(first.get("ctx", {}).get("error"), _FieldError):
-        fe = first["ctx"]["error"]
-        line = f"{fe.loc}: {fe.msg}"
-    else:
-        line = f"{_loc(first['loc'])}: {_message(first)}"
-    if len(errors) > 1:
-        line += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return line
+    """Every problem of the recipe on one line: `a: …` or `3 problems: a: …; b: …; c: …`."""
+    problems = list(dict.fromkeys(_problem(err) for err in e.errors()))  # unique, in order
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} problems: " + "; ".join(problems)
 
 
 def parse_recipe(data: Any, base_dir: Path, source: str = "recipe") -> Recipe:
@@ -275,7 +326,7 @@ def reference_markdown() -> str:
         return text.replace("Optional[", "optional[").replace("|", "or")
 
     def table(model: type[BaseModel], title: str) -> str:
-        rows = [f"### {title}", "", "| field | type | default | meaning |", "|---|---|---|---|"]
+        rows = [f"### {title}", "", "| field | type | bounds | default | meaning |", "|---|---|---|---|---|"]
         for name, f in model.model_fields.items():
             if f.exclude:
                 continue
@@ -289,7 +340,7 @@ def reference_markdown() -> str:
             else:
                 default = repr(f.default)
             ann = "list[stage]" if model is Recipe and name == "stages" else type_name(f.annotation)
-            rows.append(f"| `{key}` | {ann} | {default} | {(desc or '').replace('|', '/')} |")
+            rows.append(f"| `{key}` | {ann} | {_bounds(f)} | {default} | {(desc or '').replace('|', '/')} |")
             for sub in _nested_models(f.annotation):
                 nested.append((sub, f"{title} → `{key}:`"))
         return "\n".join(rows) + "\n"
@@ -303,6 +354,23 @@ def reference_markdown() -> str:
         sub, title = nested.pop(0)
         parts.append(table(sub, title))
     return "\n".join(parts)
+
+
+def _bounds(field: Any) -> str:
+    """A field's numeric/length/pattern constraints as text (`≥ 30`, `> 0, ≤ 1`, `1–64 chars`)."""
+    out = []
+    for m in field.metadata:
+        for attr, sym in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")):
+            v = getattr(m, attr, None)
+            if v is not None:
+                out.append(f"{sym} {_num(v)}")
+        if getattr(m, "min_length", None) is not None:
+            out.append(f"at least {m.min_length} item{'s' if m.min_length != 1 else ''}")
+        if getattr(m, "max_length", None) is not None:
+            out.append(f"at most {m.max_length} chars")
+        if getattr(m, "pattern", None):
+            out.append(f"matches `{m.pattern}`")
+    return ", ".join(out) or "-"
 
 
 def _nested_models(ann: Any) -> list[type[BaseModel]]:

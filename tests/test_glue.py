@@ -177,3 +177,17 @@ def test_hub_dataset_is_read_with_datasets_load_dataset(tmp_path, glue_dir):
     assert list(d.dev["label"]) == list(rows.dev["label"]) and len(d.train) == 20
     with pytest.raises(DataError, match=r"hub_dataset .*\(cola/"):
         glue.load_task("cola", hub_dataset=str(tmp_path))
+
+
+def test_data_check_of_a_folder_without_glue_tasks_says_what_it_expects(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "sst2").mkdir()  # a plausible mistake: lower-case task names instead of GLUE's folder names
+    proc = subprocess.run([sys.executable, "-m", "hfdistill", "data", "check", "--glue-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] is False and report["tasks"] == {}
+    assert "SST-2" in report["problem"] and "train.tsv" in report["problem"]
