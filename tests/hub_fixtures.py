@@ -116,6 +116,6 @@ def hub_server(tmp_path, hub_env):
     """The embedded Hub on a free 127.0.0.1 port, requiring TOKEN for writes; `.faults` arms failures."""
     from hfdistill.hubserver import start_in_thread
 
-    running = start_in_thread(tmp_path / "hub-storage", tokens={TOKEN})
+    running = start_in_thread(tmp_path / "hub-storage", tokens={TOKEN}, orgs=("me", "tester"))
     yield running
     running.stop()

@@ -12,15 +12,7 @@ ROOT = Path(__file__).parents[1]
 LINT = Path(sys.executable).with_name("lint-imports")
 
 #: Function-local imports of hfdistill modules that are allowed, with the reason. Keep this short.
-ALLOWED_LOCAL_IMPORTS: dict[str, str] = {
-    # TODO: the embedded server's web page and app still import each other lazily (its card-metadata helper
-    # moves to a module of its own); the no-cycles contract ignores the same import until then.
-    "hfdistill/hubserver/app.py:create_app:hfdistill.hubserver": "web page routes registered on the app",
-    "hfdistill/hubserver/app.py:serve:hfdistill.errors": "error for a busy port",
-    "hfdistill/hubserver/web.py:routes:hfdistill.hubserver.app": "web page ↔ app",
-    "hfdistill/hubserver/web.py:index:hfdistill.hubserver.app": "web page ↔ app",
-    "hfdistill/hubserver/web.py:model_page:hfdistill.hubserver.app": "web page ↔ app",
-}
+ALLOWED_LOCAL_IMPORTS: dict[str, str] = {}
 
 
 def _lint(cwd: Path, pythonpath: Path) -> subprocess.CompletedProcess:

@@ -16,6 +16,13 @@ from tests.hub_fixtures import TOKEN
 
 
 @pytest.fixture
+def hub_server(tmp_path, hub_env):
+    """The shared fixture's server, letting the token write to the namespaces these tests use."""
+    with start_in_thread(tmp_path / "hub-storage", tokens={TOKEN}, orgs=("me", "you")) as hub:
+        yield hub
+
+
+@pytest.fixture
 def api(hub_server):
     return HfApi(endpoint=hub_server.url, token=TOKEN)
 
@@ -114,7 +121,7 @@ def test_model_search_filters_by_name_author_and_card_tags(api):
 
 
 def test_storage_survives_a_restart(tmp_path, hub_env):
-    with start_in_thread(tmp_path / "st", tokens={TOKEN}) as hub:
+    with start_in_thread(tmp_path / "st", tokens={TOKEN}, orgs=("me",)) as hub:
         HfApi(endpoint=hub.url, token=TOKEN).create_repo("me/m")
         sha = HfApi(endpoint=hub.url, token=TOKEN).create_commit(
             "me/m", _ops({"w.bin": b"\0" * 100}), commit_message="w").oid
@@ -122,4 +129,7 @@ def test_storage_survives_a_restart(tmp_path, hub_env):
         assert HfApi(endpoint=hub.url).model_info("me/m").sha == sha
     store = HubStorage(tmp_path / "st")
     assert store.resolve("me/m", "main").files["w.bin"].size == 100
-    assert not list((tmp_path / "st" / "tmp").iterdir())  # no leftovers of uploads
+    # no leftovers of uploads: only the live instance's own (empty) temporary folder and its lock
+    assert sorted(p.name for p in (tmp_path / "st" / "tmp").iterdir()) == [store.tmp_dir.name,
+                                                                           store.tmp_dir.name + ".lock"]
+    assert not list(store.tmp_dir.iterdir())

@@ -5,6 +5,9 @@ Each route answers with the JSON shapes and headers read by huggingface_hub 2.x 
 paths-info, refs, commit history, branches, tags, resolve (with X-Repo-Commit, ETag/X-Linked-Etag, Content-Length,
 Range) and the model listing. Errors carry `X-Error-Code` (RepoNotFound, RevisionNotFound, EntryNotFound) so the
 client raises its typed exceptions.
+
+Handlers are plain functions run in a thread pool (storage work is disk work: it must not stall the event loop);
+request bodies are read first, with a size cap, into a spooled temporary file, so a big commit costs disk, not RAM.
 """
 
 from __future__ import annotations
@@ -13,81 +16,132 @@ import base64
 import hashlib
 import hmac
 import json
-import os
+import re
 import secrets
+import tempfile
 from pathlib import Path
-from typing import Any, Iterator
-from urllib.parse import parse_qs, quote
+from typing import Any, BinaryIO, Iterator
+from urllib.parse import parse_qs, quote, unquote_to_bytes
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from hfdistill.hubserver import metadata, web
 from hfdistill.hubserver.faults import FaultMiddleware, Faults
+from hfdistill.hubserver.openapi import (
+    COMMIT_LINES,
+    NDJSON,
+    CommitHeader,
+    CreateRepo,
+    DeleteRepo,
+    Endpoint,
+    LfsBatch,
+    NewBranch,
+    NewTag,
+    PathsInfo,
+    Preupload,
+    RepoSettings,
+    YamlDocument,
+    document,
+    parse,
+)
 from hfdistill.hubserver.storage import (
+    LFS_MIN_SIZE,
+    SHA256_RE,
     Commit,
     FileEntry,
     HubStorage,
-    Operation,
     RepoRecord,
     StorageError,
+    check_path,
     is_lfs_path,
 )
 
 DEFAULT_USER = "local"
+JSON_BODY_LIMIT = 8 << 20             # every body but a commit's and an LFS upload's
+DEFAULT_MAX_COMMIT_BODY = 256 << 20   # a commit's NDJSON (inline files are base64 in it)
+SPOOL_IN_MEMORY = 1 << 20             # bodies above this go to a temporary file
 
 
-def error(status: int, message: str, code: str | None = None) -> JSONResponse:
-    headers = {"X-Error-Message": message}
+def header_safe(text: str, limit: int = 1000) -> str:
+    """A header value made of printable ASCII only. Why: error messages quote the request (repo ids, revisions,
+    paths); a NUL or newline in a header makes h11 drop the connection, a non-Latin-1 character makes it fail to
+    encode. The JSON body keeps the exact text; the header gets it escaped."""
+    ascii_text = text.encode("ascii", "backslashreplace").decode("ascii")
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", ascii_text)[:limit]
+
+
+class HubJSON(JSONResponse):
+    """JSON with non-ASCII escaped: any stored string (even one with a lone surrogate) renders."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def error(status: int, message: str, code: str | None = None, **extra: Any) -> JSONResponse:
+    headers = {"X-Error-Message": header_safe(message)}
     if code:
         headers["X-Error-Code"] = code
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def card_metadata(storage: HubStorage, commit: Commit) -> dict[str, Any] | None:
-    """The YAML metadata of the commit's README.md, as the Hub exposes it in `cardData`."""
-    entry = commit.files.get("README.md")
-    if entry is None:
-        return None
-    from huggingface_hub import RepoCard
-
-    try:
-        return RepoCard(storage.read_object(entry.sha256).decode("utf-8")).data.to_dict() or None
-    except Exception:  # a malformed card is the author's business; the API still answers
-        return None
+    return HubJSON({"error": message, **extra}, status_code=status, headers=headers)
 
 
 def derived_tags(card: dict[str, Any] | None) -> list[str]:
     """Tags the Hub derives from card metadata, so `list_models(filter=…)` finds models by them."""
     if not card:
         return []
-    tags = list(card.get("tags") or [])
+    tags = [str(t) for t in metadata.as_list(card.get("tags"))]
     for key in ("library_name", "pipeline_tag"):
         if card.get(key):
             tags.append(str(card[key]))
-    for ds in card.get("datasets") or []:
-        tags.append(f"dataset:{ds}")
+    tags += [f"dataset:{ds}" for ds in metadata.as_list(card.get("datasets"))]
     if card.get("license"):
         tags.append(f"license:{card['license']}")
-    bases = card.get("base_model") or []
-    for base in [bases] if isinstance(bases, str) else bases:
+    for base in metadata.as_list(card.get("base_model")):
         tags.append(f"base_model:{base}")
         if card.get("base_model_relation"):
             tags.append(f"base_model:{card['base_model_relation']}:{base}")
     return list(dict.fromkeys(tags))
 
 
+def unslash(value: str) -> str:
+    """A path parameter with its encoded slashes restored (see KeepEncodedSlashes)."""
+    return value.replace("%2F", "/")
+
+
+class KeepEncodedSlashes:
+    """Route on the request path with `%2F` kept encoded. Why: the client sends a revision such as
+    `refs/heads/main` as one path segment, `refs%2Fheads%2Fmain`; routing on the decoded path would split it."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        raw = scope.get("raw_path") if scope["type"] == "http" else None
+        if raw and re.search(rb"%2[fF]", raw):
+            parts = re.split(rb"%2[fF]", raw)
+            scope = {**scope, "path": "%2F".join(unquote_to_bytes(p).decode("utf-8", "replace") for p in parts)}
+        await self.app(scope, receive, send)
+
+
 class HubApp:
     """Route handlers bound to one storage folder, token set and fault list."""
 
-    def __init__(self, storage: HubStorage, tokens: set[str] | None, faults: Faults | None, user: str):
+    def __init__(self, storage: HubStorage, tokens: set[str] | None, faults: Faults | None, user: str,
+                 orgs: tuple[str, ...] = (), lfs_threshold: int = LFS_MIN_SIZE,
+                 max_commit_body: int = DEFAULT_MAX_COMMIT_BODY):
         self.storage = storage
         self.tokens = set(tokens) if tokens else None
         self.faults = faults
         self.user = user
+        self.orgs = tuple(orgs)
+        self.lfs_threshold = lfs_threshold
+        self.max_commit_body = max_commit_body
         self.secret = secrets.token_bytes(32)  # signs LFS upload URLs (the PUT carries no token)
+        self.schema: dict[str, Any] = {}
 
     # ---- auth --------------------------------------------------------------------------------------------------
     def token_of(self, request: Request) -> str | None:
@@ -97,12 +151,23 @@ class HubApp:
     def authorized(self, request: Request) -> bool:
         return self.tokens is None or self.token_of(request) in self.tokens
 
-    def require_write(self, request: Request) -> JSONResponse | None:
-        if self.authorized(request):
-            return None
+    @property
+    def namespaces(self) -> list[str]:
+        """Where a token holder may write: the names whoami gives (the user and its orgs)."""
+        return [self.user, *self.orgs]
+
+    def require_write(self, request: Request, repo_id: str) -> None:
+        """Writes need a valid token (when tokens are configured) and, then, a namespace that whoami names."""
+        if self.tokens is None:
+            return  # a loopback-only server without tokens: anyone on the machine may write anywhere
         if self.token_of(request) is None:
-            return error(401, "Authorization header is required: pass a write token")
-        return error(401, "Invalid credentials in Authorization header")
+            raise StorageError(401, "Authorization header is required: pass a write token")
+        if not self.authorized(request):
+            raise StorageError(401, "Invalid credentials in Authorization header")
+        ns = repo_id.partition("/")[0]
+        if ns not in self.namespaces:
+            raise StorageError(403, f"this token may write only to the namespace(s) {', '.join(self.namespaces)} "
+                                    f"(whoami names them), not to '{ns}'")
 
     def readable(self, request: Request, repo: RepoRecord) -> bool:
         return not repo.private or self.authorized(request)
@@ -119,6 +184,10 @@ class HubApp:
         return f"{request.path_params['ns']}/{request.path_params['name']}"
 
     @staticmethod
+    def rev(request: Request, key: str = "rev") -> str:
+        return unslash(request.path_params[key])
+
+    @staticmethod
     def base(request: Request) -> str:
         return str(request.base_url).rstrip("/")
 
@@ -127,7 +196,7 @@ class HubApp:
 
     def model_json(self, request: Request, repo: RepoRecord, commit: Commit, full: bool = True,
                    blobs: bool = False, with_card: bool = True) -> dict[str, Any]:
-        card = card_metadata(self.storage, commit)
+        card = metadata.card_metadata(self.storage, commit)
         out: dict[str, Any] = {
             "_id": hashlib.sha1(repo.repo_id.encode()).hexdigest()[:24], "id": repo.repo_id,
             "modelId": repo.repo_id, "author": repo.namespace, "sha": commit.id, "lastModified": commit.date,
@@ -141,10 +210,11 @@ class HubApp:
                 out["model-index"] = card["model-index"]
         if "config.json" in commit.files and full:
             try:
-                cfg = json.loads(self.storage.read_object(commit.files["config.json"].sha256))
+                cfg = json.loads(self.storage.read_object(commit.files["config.json"].sha256, 1 << 20))
+            except (OSError, ValueError):
+                cfg = None
+            if isinstance(cfg, dict):
                 out["config"] = {k: cfg[k] for k in ("architectures", "model_type") if k in cfg}
-            except ValueError:
-                pass
         if full:
             out["siblings"] = [self.sibling(e, blobs) for e in sorted(commit.files.values(), key=lambda e: e.path)]
         return out
@@ -166,29 +236,37 @@ class HubApp:
         return item
 
     # ---- account / misc ----------------------------------------------------------------------------------------
-    async def whoami(self, request: Request) -> Response:
+    def whoami(self, request: Request, body: BinaryIO) -> Response:
+        """Who the token is: the user and the orgs it may write to."""
         if self.tokens is not None and self.token_of(request) not in self.tokens:
             return error(401, "Invalid credentials in Authorization header")
-        return JSONResponse({"type": "user", "id": "0", "name": self.user, "fullname": self.user, "orgs": [],
-                             "auth": {"type": "access_token",
-                                      "accessToken": {"displayName": "hfdistill-local", "role": "write"}}})
+        return HubJSON({"type": "user", "id": "0", "name": self.user, "fullname": self.user,
+                        "orgs": [{"type": "org", "name": o, "fullname": o, "roleInOrg": "write"} for o in self.orgs],
+                        "auth": {"type": "access_token",
+                                 "accessToken": {"displayName": "hfdistill-local", "role": "write"}}})
 
-    async def validate_yaml(self, request: Request) -> Response:
-        body = await request.json()
-        from huggingface_hub import RepoCard
-
+    def validate_yaml(self, request: Request, body: BinaryIO) -> Response:
+        """Check a README's metadata as a commit would."""
+        doc = parse(YamlDocument, body.read())
         try:
-            RepoCard(body.get("content", ""))
-        except Exception as exc:
-            return JSONResponse({"errors": [{"message": str(exc).splitlines()[0]}], "warnings": []}, status_code=400)
-        return JSONResponse({"errors": [], "warnings": []})
+            metadata.check(doc.content)
+        except metadata.MetadataError as exc:
+            return HubJSON({"errors": [{"message": str(exc)}], "warnings": []}, status_code=400)
+        return HubJSON({"errors": [], "warnings": []})
+
+    def openapi(self, request: Request, body: BinaryIO) -> Response:
+        """This API's OpenAPI document."""
+        return HubJSON(self.schema)
 
     # ---- repos -------------------------------------------------------------------------------------------------
-    async def list_models(self, request: Request) -> Response:
+    def list_models(self, request: Request, body: BinaryIO) -> Response:
+        """List models (search, author, filter, sort, limit)."""
         q = request.query_params
         search, author = q.get("search"), q.get("author")
         filters = q.getlist("filter")
-        want_card = q.get("cardData") in ("True", "true", "1") or q.get("full") in ("True", "true", "1")
+        full = q.get("full") in ("True", "true", "1")
+        want_card = q.get("cardData") in ("True", "true", "1") or full
+        limit = int(q["limit"]) if q.get("limit") else None
         out = []
         for repo in self.storage.list_repos():
             if not self.readable(request, repo):
@@ -197,9 +275,11 @@ class HubApp:
                 continue
             if author and repo.namespace != author:
                 continue
-            commit = self.storage.resolve(repo.repo_id, None)
-            item = self.model_json(request, repo, commit, full=q.get("full") in ("True", "true", "1"),
-                                   with_card=want_card)
+            try:
+                commit = self.storage.resolve(repo.repo_id, None)
+            except (StorageError, OSError, ValueError, KeyError):
+                continue  # a repo deleted or damaged meanwhile must not hide all the others
+            item = self.model_json(request, repo, commit, full=full, with_card=want_card)
             if filters and not all(f in item["tags"] or f == repo.repo_id for f in filters):
                 continue
             if q.get("pipeline_tag") and item["pipeline_tag"] != q["pipeline_tag"]:
@@ -207,21 +287,18 @@ class HubApp:
             out.append(item)
         if q.get("sort") in ("lastModified", "createdAt"):
             out.sort(key=lambda m: m[q["sort"]], reverse=q.get("direction") != "1")
-        if q.get("limit"):
-            out = out[: int(q["limit"])]
-        return JSONResponse(out)
+        if limit is not None:
+            out = out[:max(limit, 0)]
+        return HubJSON(out)
 
-    async def create_repo(self, request: Request) -> Response:
-        if denied := self.require_write(request):
-            return denied
-        body = await request.json()
-        if body.get("type") not in (None, "model"):
+    def create_repo(self, request: Request, body: BinaryIO) -> Response:
+        """Create a model repo."""
+        b = parse(CreateRepo, body.read())
+        if b.type not in (None, "model"):
             return error(400, "this Hub stores model repos only")
-        ns = body.get("organization") or self.user
-        repo_id = f"{ns}/{body.get('name', '')}"
-        private = body.get("private")
-        if private is None:
-            private = body.get("visibility") == "private"
+        repo_id = f"{b.organization or self.user}/{b.name}"
+        self.require_write(request, repo_id)
+        private = b.private if b.private is not None else b.visibility == "private"
         url = f"{self.base(request)}/{repo_id}"
         try:
             self.storage.create_repo(repo_id, bool(private), self.user)
@@ -229,43 +306,45 @@ class HubApp:
             if exc.status != 409:
                 raise
             # the Hub names the existing repo in its 409; `create_repo(exist_ok=True)` reads `url` from it
-            return JSONResponse({"error": str(exc), "url": url}, status_code=409,
-                                headers={"X-Error-Message": str(exc)})
-        return JSONResponse({"url": url, "name": repo_id, "id": repo_id})
+            return error(409, str(exc), url=url)
+        return HubJSON({"url": url, "name": repo_id, "id": repo_id})
 
-    async def delete_repo(self, request: Request) -> Response:
-        if denied := self.require_write(request):
-            return denied
-        body = await request.json()
-        ns = body.get("organization") or self.user
-        self.storage.delete_repo(f"{ns}/{body.get('name', '')}")
+    def delete_repo(self, request: Request, body: BinaryIO) -> Response:
+        """Delete a model repo."""
+        b = parse(DeleteRepo, body.read())
+        repo_id = f"{b.organization or self.user}/{b.name}"
+        self.require_write(request, repo_id)
+        self.storage.delete_repo(repo_id)
         return Response(status_code=200)
 
-    async def settings(self, request: Request) -> Response:
-        if denied := self.require_write(request):
-            return denied
-        body = await request.json()
+    def settings(self, request: Request, body: BinaryIO) -> Response:
+        """Change a repo's visibility."""
         repo_id = self.repo_id(request)
+        self.require_write(request, repo_id)
+        b = parse(RepoSettings, body.read())
         self.storage.get_repo(repo_id)
-        if "private" in body or "visibility" in body:
-            self.storage.set_private(repo_id, bool(body.get("private", body.get("visibility") == "private")))
-        return JSONResponse({})
+        if b.private is not None or b.visibility is not None:
+            self.storage.set_private(repo_id, b.private if b.private is not None else b.visibility == "private")
+        return HubJSON({})
 
-    async def model_info(self, request: Request) -> Response:
+    def model_info(self, request: Request, body: BinaryIO) -> Response:
+        """A model's info at a revision."""
         repo = self.get_readable(request, self.repo_id(request))
-        commit = self.storage.resolve(repo.repo_id, request.path_params.get("rev"))
+        rev = request.path_params.get("rev")
+        commit = self.storage.resolve(repo.repo_id, unslash(rev) if rev else None)
         blobs = request.query_params.get("blobs") in ("True", "true", "1")
-        return JSONResponse(self.model_json(request, repo, commit, blobs=blobs))
+        return HubJSON(self.model_json(request, repo, commit, blobs=blobs))
 
-    async def tree(self, request: Request) -> Response:
+    def tree(self, request: Request, body: BinaryIO) -> Response:
+        """List files and folders at a revision."""
         repo = self.get_readable(request, self.repo_id(request))
-        commit = self.storage.resolve(repo.repo_id, request.path_params["rev"])
-        prefix = request.path_params.get("path", "").strip("/")
+        commit = self.storage.resolve(repo.repo_id, self.rev(request))
+        prefix = unslash(request.path_params.get("path", "")).strip("/")
         recursive = request.query_params.get("recursive") in ("True", "true", "1")
         files = [e for p, e in sorted(commit.files.items()) if not prefix or p.startswith(prefix + "/")]
         if prefix and not files:
             if prefix in commit.files:
-                return JSONResponse([self.tree_item(commit.files[prefix])])
+                return HubJSON([self.tree_item(commit.files[prefix])])
             return error(404, f"Entry not found: {prefix}", "EntryNotFound")
         out: list[dict[str, Any]] = []
         seen_dirs: set[str] = set()
@@ -280,161 +359,182 @@ class HubApp:
                                 "path": d})
             if recursive or len(parts) == 1:
                 out.append(self.tree_item(entry))
-        return JSONResponse(out)
+        return HubJSON(out)
 
-    async def paths_info(self, request: Request) -> Response:
+    def paths_info(self, request: Request, body: BinaryIO) -> Response:
+        """Info on given paths at a revision."""
         repo = self.get_readable(request, self.repo_id(request))
-        commit = self.storage.resolve(repo.repo_id, request.path_params["rev"])
-        raw = (await request.body()).decode()
+        commit = self.storage.resolve(repo.repo_id, self.rev(request))
+        raw = body.read()
         if request.headers.get("content-type", "").startswith("application/json"):
-            paths = json.loads(raw or "{}").get("paths", [])
+            b = parse(PathsInfo, raw)
         else:
-            paths = parse_qs(raw).get("paths", [])
+            form = parse_qs(raw.decode())
+            b = parse(PathsInfo, {"paths": form.get("paths", []), "expand": form.get("expand", ["false"])[0]})
         out = []
-        for p in paths:
+        for p in b.paths:
             p = p.strip("/")
             if p in commit.files:
                 out.append(self.tree_item(commit.files[p]))
             elif any(f.startswith(p + "/") for f in commit.files):
                 out.append({"type": "directory", "oid": hashlib.sha1(p.encode()).hexdigest(), "path": p})
-        return JSONResponse(out)
+        return HubJSON(out)
 
-    async def refs(self, request: Request) -> Response:
+    def refs(self, request: Request, body: BinaryIO) -> Response:
+        """Branches and tags (tags with their message)."""
         repo = self.get_readable(request, self.repo_id(request))
-        return JSONResponse({
+        messages = repo.refs["tag_messages"]
+        return HubJSON({
             "branches": [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": c}
                          for n, c in sorted(repo.refs["branches"].items())],
-            "tags": [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": c}
+            "tags": [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": c,
+                      **({"message": messages[n]} if n in messages else {})}
                      for n, c in sorted(repo.refs["tags"].items())],
             "converts": [], "pullRequests": [],
         })
 
-    async def commits(self, request: Request) -> Response:
+    def commits(self, request: Request, body: BinaryIO) -> Response:
+        """Commit history of a revision."""
         repo = self.get_readable(request, self.repo_id(request))
-        return JSONResponse([
+        return HubJSON([
             {"id": c.id, "title": c.title, "message": c.message, "date": c.date, "authors": [{"user": c.author}]}
-            for c in self.storage.history(repo.repo_id, request.path_params["rev"])
+            for c in self.storage.history(repo.repo_id, self.rev(request))
         ])
 
-    async def branch(self, request: Request) -> Response:
-        if denied := self.require_write(request):
-            return denied
-        repo_id, name = self.repo_id(request), request.path_params["ref"]
+    def branch(self, request: Request, body: BinaryIO) -> Response:
+        """Create or delete a branch."""
+        repo_id, name = self.repo_id(request), self.rev(request, "ref")
+        self.require_write(request, repo_id)
         if request.method == "DELETE":
             self.storage.delete_ref(repo_id, "branches", name)
         else:
-            body = json.loads((await request.body()) or b"{}")
-            self.storage.set_ref(repo_id, "branches", name, body.get("startingPoint"))
-        return JSONResponse({})
+            b = parse(NewBranch, body.read())
+            self.storage.set_ref(repo_id, "branches", name, b.startingPoint)
+        return HubJSON({})
 
-    async def tag(self, request: Request) -> Response:
-        if denied := self.require_write(request):
-            return denied
+    def tag(self, request: Request, body: BinaryIO) -> Response:
+        """Create a tag at a revision (POST), or delete a tag (DELETE)."""
         repo_id = self.repo_id(request)
+        self.require_write(request, repo_id)
         if request.method == "DELETE":
-            self.storage.delete_ref(repo_id, "tags", request.path_params["ref"])
+            self.storage.delete_ref(repo_id, "tags", self.rev(request, "ref"))
         else:
-            body = await request.json()
-            self.storage.set_ref(repo_id, "tags", body.get("tag", ""), request.path_params["ref"])
-        return JSONResponse({})
+            b = parse(NewTag, body.read())
+            self.storage.set_ref(repo_id, "tags", b.tag, self.rev(request, "ref"), message=b.message)
+        return HubJSON({})
 
     # ---- uploads -----------------------------------------------------------------------------------------------
-    async def preupload(self, request: Request) -> Response:
-        if denied := self.require_write(request):
-            return denied
+    def preupload(self, request: Request, body: BinaryIO) -> Response:
+        """Which files go inline and which through LFS."""
         repo_id = self.repo_id(request)
+        self.require_write(request, repo_id)
         self.storage.get_repo(repo_id)
         try:
-            head: Commit | None = self.storage.resolve(repo_id, request.path_params["rev"])
+            head: Commit | None = self.storage.resolve(repo_id, self.rev(request))
         except StorageError as exc:
             if exc.code != "RevisionNotFound":
                 raise
             head = None
-        body = await request.json()
         files = []
-        for f in body.get("files", []):
-            path, size = f["path"], int(f.get("size", 0))
-            lfs = is_lfs_path(path, size, base64.b64decode(f.get("sample", "")))
-            remote = head.files.get(path) if head else None
+        for f in parse(Preupload, body.read()).files:
+            check_path(f.path)  # refuse a bad path before the client uploads its content
+            lfs = is_lfs_path(f.path, f.size, base64.b64decode(f.sample), self.lfs_threshold)
+            remote = head.files.get(f.path) if head else None
             oid = None if remote is None else (remote.sha256 if lfs else remote.blob_id)
-            files.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
+            files.append({"path": f.path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
                           "oid": oid})
-        return JSONResponse({"files": files, "commitOid": head.id if head else None})
+        return HubJSON({"files": files, "commitOid": head.id if head else None})
 
-    async def lfs_batch(self, request: Request) -> Response:
-        if denied := self.require_write(request):
-            return denied
+    def lfs_batch(self, request: Request, body: BinaryIO) -> Response:
+        """Git LFS batch API: signed upload URLs for the objects not stored yet."""
         repo_id = self.repo_id(request)
+        self.require_write(request, repo_id)
         self.storage.get_repo(repo_id)
-        body = json.loads(await request.body())
-        if body.get("operation") != "upload":
+        b = parse(LfsBatch, body.read())
+        if b.operation != "upload":
             return error(400, "only LFS uploads are supported; download through /resolve")
         objects = []
-        for obj in body.get("objects", []):
-            oid, size = str(obj["oid"]), int(obj["size"])
-            item: dict[str, Any] = {"oid": oid, "size": size}
-            if not self.storage.has_object(oid):
-                href = (f"{self.base(request)}/_lfs/{repo_id}/{oid}?size={size}"
-                        f"&sig={self.sign(repo_id, oid, size)}")
+        for obj in b.objects:
+            if not SHA256_RE.match(obj.oid):
+                return error(400, f"invalid LFS oid {obj.oid[:80]!r}: expected a sha256 in hex")
+            item: dict[str, Any] = {"oid": obj.oid, "size": obj.size}
+            if not self.storage.has_object(obj.oid):
+                href = (f"{self.base(request)}/_lfs/{repo_id}/{obj.oid}?size={obj.size}"
+                        f"&sig={self.sign(repo_id, obj.oid, obj.size)}")
                 item.update(authenticated=True, actions={"upload": {"href": href, "header": {}}})
             objects.append(item)
-        return JSONResponse({"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
-                            media_type="application/vnd.git-lfs+json")
+        return HubJSON({"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
+                       media_type="application/vnd.git-lfs+json")
 
     async def lfs_put(self, request: Request) -> Response:
+        """Upload one LFS object (URL signed by the batch answer)."""
         repo_id, oid = self.repo_id(request), request.path_params["oid"]
         try:
             size = int(request.query_params.get("size", "-1"))
         except ValueError:
             size = -1
-        if not hmac.compare_digest(request.query_params.get("sig", ""), self.sign(repo_id, oid, size)):
+        if not hmac.compare_digest(request.query_params.get("sig", "").encode(),
+                                   self.sign(repo_id, oid, size).encode()):
             return error(403, "invalid or expired upload signature")
         tmp, f = self.storage.new_upload()
         try:
             with f:
-                async for chunk in request.stream():
+                received = 0
+                async for chunk in request.stream():  # straight to disk, never whole in memory
+                    received += len(chunk)
+                    if received > size:
+                        raise StorageError(400, f"upload is larger than the announced {size} bytes")
                     f.write(chunk)
-            self.storage.finish_upload(tmp, oid, size)
+            await run_in_threadpool(self.storage.finish_upload, tmp, oid, size)
         finally:
             tmp.unlink(missing_ok=True)  # gone already when the upload succeeded
         return Response(status_code=200, headers={"ETag": f'"{oid}"'})
 
-    async def commit(self, request: Request) -> Response:
-        if denied := self.require_write(request):
-            return denied
+    def commit(self, request: Request, body: BinaryIO) -> Response:
+        """Commit NDJSON lines (header, inline files, LFS files, deletions) to a branch."""
         repo_id = self.repo_id(request)
-        if request.query_params.get("create_pr") == "1":
+        self.require_write(request, repo_id)
+        if request.query_params.get("create_pr") in ("1", "true", "True"):
             return error(400, "pull requests are not supported by the embedded Hub")
-        header: dict[str, Any] = {}
-        ops: list[Operation] = []
-        for line in (await request.body()).splitlines():
+        self.storage.get_repo(repo_id)  # a 404 before any blob is stored
+        header, ops = CommitHeader(), []
+        max_line = self.lfs_threshold * 4 // 3 + (64 << 10)  # one base64 inline file just under the threshold
+        while line := body.readline(max_line + 1):
+            if len(line) > max_line:
+                raise StorageError(413, f"a commit line is longer than {max_line} bytes: files of "
+                                        f"{self.lfs_threshold} bytes or more must be uploaded through LFS")
             if not line.strip():
                 continue
             item = json.loads(line)
-            key, value = item.get("key"), item.get("value", {})
+            key = item.get("key") if isinstance(item, dict) else None
+            if not isinstance(key, str) or key not in COMMIT_LINES:
+                return error(400, f"unknown commit line key {str(key)[:80]!r}")
+            value = parse(COMMIT_LINES[key], item.get("value"))
             if key == "header":
                 header = value
             elif key == "file":
-                content = base64.b64decode(value["content"]) if value.get("encoding") == "base64" \
-                    else value["content"].encode()
-                ops.append(Operation("file", value["path"], content=content))
+                data = base64.b64decode(value.content, validate=True) if value.encoding == "base64" \
+                    else value.content.encode()
+                if len(data) >= self.lfs_threshold:
+                    raise StorageError(413, f"'{value.path[:200]}' is {len(data)} bytes inline: files of "
+                                            f"{self.lfs_threshold} bytes or more must be uploaded through LFS "
+                                            f"(preupload answers uploadMode 'lfs' for them)")
+                ops.append(self.storage.add_inline(value.path, data))
             elif key == "lfsFile":
-                ops.append(Operation("lfsFile", value["path"], oid=value["oid"], size=value.get("size")))
-            elif key in ("deletedFile", "deletedFolder"):
-                ops.append(Operation(key, value["path"]))
+                ops.append(self.storage.add_lfs(value.path, value.oid, value.size))
             else:
-                return error(400, f"unknown commit line key '{key}'")
-        title = header.get("summary") or "Upload files"
-        commit = self.storage.commit(repo_id, request.path_params["rev"], ops, title,
-                                     header.get("description", ""), self.user, header.get("parentCommit"))
-        return JSONResponse({"success": True, "commitOid": commit.id, "pullRequestUrl": None,
-                             "commitUrl": f"{self.base(request)}/{repo_id}/commit/{commit.id}"})
+                ops.append(self.storage.delete(key, value.path))
+        commit = self.storage.commit(repo_id, self.rev(request), ops, header.summary or "Upload files",
+                                     header.description, self.user, header.parentCommit)
+        return HubJSON({"success": True, "commitOid": commit.id, "pullRequestUrl": None,
+                        "commitUrl": f"{self.base(request)}/{repo_id}/commit/{commit.id}"})
 
     # ---- downloads ---------------------------------------------------------------------------------------------
-    async def resolve(self, request: Request) -> Response:
+    def resolve(self, request: Request, body: BinaryIO) -> Response:
+        """Download a file (Range supported); HEAD gives the headers only."""
         repo = self.get_readable(request, self.repo_id(request))
-        commit = self.storage.resolve(repo.repo_id, request.path_params["rev"])
-        path = request.path_params["path"]
+        commit = self.storage.resolve(repo.repo_id, self.rev(request))
+        path = unslash(request.path_params["path"])
         entry = commit.files.get(path)
         if entry is None:
             return error(404, f"Entry not found: {path}", "EntryNotFound")
@@ -457,7 +557,7 @@ class HubApp:
             except ValueError:
                 return error(416, "invalid range")
             end = min(end, entry.size - 1)
-            if start > end:
+            if start > end or start < 0:
                 return Response(status_code=416, headers={"Content-Range": f"bytes */{entry.size}"})
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{entry.size}"
@@ -479,74 +579,105 @@ class HubApp:
                 yield chunk
 
 
-def _wrap(handler):
-    """Turn storage errors into the Hub's error answers."""
+async def _spool(request: Request, limit: int, folder: Path) -> BinaryIO:
+    """The request body in a temporary file (in memory while small); past `limit` the rest is drained, so the
+    client reads the 413 instead of a broken pipe."""
+    f = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=folder)
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= limit:
+            f.write(chunk)
+    if size > limit:
+        f.close()
+        raise StorageError(413, f"request body is larger than {limit} bytes")
+    f.seek(0)
+    return f
+
+
+def _endpoint(hub: HubApp, ep: Endpoint):
+    """Read the body, run the handler in the thread pool, turn storage and input errors into the Hub's answers."""
 
     async def endpoint(request: Request) -> Response:
         try:
-            return await handler(request)
+            if ep.body == "binary":
+                return await ep.handler(request)
+            limit = hub.max_commit_body if ep.body is NDJSON else JSON_BODY_LIMIT
+            body = await _spool(request, limit, hub.storage.tmp_dir)
+            try:
+                return await run_in_threadpool(ep.handler, request, body)
+            finally:
+                body.close()
         except StorageError as exc:
             return error(exc.status, str(exc), exc.code)
-        except (ValueError, KeyError) as exc:
+        except ClientDisconnect:
+            return error(400, "the client went away before sending its whole request")
+        except (ValueError, KeyError) as exc:  # JSON, base64, UTF-8, numbers
             return error(400, f"malformed request: {exc}")
 
     return endpoint
 
 
 def create_app(storage: Path, tokens: set[str] | None = None, faults: Faults | None = None,
-               user: str = DEFAULT_USER) -> Starlette:
+               user: str = DEFAULT_USER, orgs: tuple[str, ...] = (), lfs_threshold: int = LFS_MIN_SIZE,
+               max_commit_body: int = DEFAULT_MAX_COMMIT_BODY) -> Starlette:
     """A Hub-compatible app storing its data under `storage`.
 
-    tokens: accepted write tokens (None: anyone may write — only for a server bound to 127.0.0.1).
+    tokens: accepted write tokens (None: anyone may write — only for a server bound to 127.0.0.1); a token holder
+        writes only to the namespaces whoami names: `user` and `orgs`.
     faults: optional fault injection for tests.
+    lfs_threshold: files of this size or more must come through LFS (preupload says so; an inline one is a 413).
+    max_commit_body: the largest commit request (NDJSON, inline files base64-encoded).
     """
-    from hfdistill.hubserver import web
-
-    hub = HubApp(HubStorage(Path(storage)), tokens, faults, user)
+    hub = HubApp(HubStorage(Path(storage)), tokens, faults, user, orgs, lfs_threshold, max_commit_body)
     m = "/api/models/{ns}/{name}"
-    routes = [
-        Route("/api/whoami-v2", _wrap(hub.whoami)),
-        Route("/api/validate-yaml", _wrap(hub.validate_yaml), methods=["POST"]),
-        Route("/api/models", _wrap(hub.list_models)),
-        Route("/api/repos/create", _wrap(hub.create_repo), methods=["POST"]),
-        Route("/api/repos/delete", _wrap(hub.delete_repo), methods=["DELETE"]),
-        Route(m, _wrap(hub.model_info)),
-        Route(m + "/revision/{rev}", _wrap(hub.model_info)),
-        Route(m + "/settings", _wrap(hub.settings), methods=["PUT"]),
-        Route(m + "/tree/{rev}", _wrap(hub.tree)),
-        Route(m + "/tree/{rev}/{path:path}", _wrap(hub.tree)),
-        Route(m + "/paths-info/{rev}", _wrap(hub.paths_info), methods=["POST"]),
-        Route(m + "/refs", _wrap(hub.refs)),
-        Route(m + "/commits/{rev}", _wrap(hub.commits)),
-        Route(m + "/branch/{ref}", _wrap(hub.branch), methods=["POST", "DELETE"]),
-        Route(m + "/tag/{ref}", _wrap(hub.tag), methods=["POST", "DELETE"]),
-        Route(m + "/preupload/{rev}", _wrap(hub.preupload), methods=["POST"]),
-        Route(m + "/commit/{rev}", _wrap(hub.commit), methods=["POST"]),
-        Route("/{ns}/{name}.git/info/lfs/objects/batch", _wrap(hub.lfs_batch), methods=["POST"]),
-        Route("/_lfs/{ns}/{name}/{oid}", _wrap(hub.lfs_put), methods=["PUT"]),
-        Route("/{ns}/{name}/resolve/{rev}/{path:path}", _wrap(hub.resolve), methods=["GET", "HEAD"]),
-        *web.routes(hub),
+    get, post, delete = ("GET",), ("POST",), ("DELETE",)
+    endpoints = [
+        Endpoint(get, "/openapi.json", hub.openapi),
+        Endpoint(get, "/api/whoami-v2", hub.whoami),
+        Endpoint(post, "/api/validate-yaml", hub.validate_yaml, YamlDocument),
+        Endpoint(get, "/api/models", hub.list_models,
+                 query=("search", "author", "filter", "full", "cardData", "sort", "direction", "limit",
+                        "pipeline_tag")),
+        Endpoint(post, "/api/repos/create", hub.create_repo, CreateRepo),
+        Endpoint(delete, "/api/repos/delete", hub.delete_repo, DeleteRepo),
+        Endpoint(get, m, hub.model_info, query=("blobs",)),
+        Endpoint(get, m + "/revision/{rev}", hub.model_info, query=("blobs",)),
+        Endpoint(("PUT",), m + "/settings", hub.settings, RepoSettings),
+        Endpoint(get, m + "/tree/{rev}", hub.tree, query=("recursive",)),
+        Endpoint(get, m + "/tree/{rev}/{path:path}", hub.tree, query=("recursive",)),
+        Endpoint(post, m + "/paths-info/{rev}", hub.paths_info, PathsInfo, form=True),
+        Endpoint(get, m + "/refs", hub.refs),
+        Endpoint(get, m + "/commits/{rev}", hub.commits),
+        Endpoint(post, m + "/branch/{ref}", hub.branch, NewBranch),
+        Endpoint(delete, m + "/branch/{ref}", hub.branch),
+        Endpoint(post, m + "/tag/{ref}", hub.tag, NewTag),
+        Endpoint(delete, m + "/tag/{ref}", hub.tag),
+        Endpoint(post, m + "/preupload/{rev}", hub.preupload, Preupload),
+        Endpoint(post, m + "/commit/{rev}", hub.commit, NDJSON, query=("create_pr",)),
+        Endpoint(post, "/{ns}/{name}.git/info/lfs/objects/batch", hub.lfs_batch, LfsBatch),
+        Endpoint(("PUT",), "/_lfs/{ns}/{name}/{oid}", hub.lfs_put, "binary", query=("size", "sig")),
+        Endpoint(("GET", "HEAD"), "/{ns}/{name}/resolve/{rev}/{path:path}", hub.resolve),
+        *web.endpoints(hub),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(FaultMiddleware, faults=faults)])
+    hub.schema = document(endpoints)
+    by_path: dict[str, list[Endpoint]] = {}
+    for ep in endpoints:
+        by_path.setdefault(ep.path, []).append(ep)
+    routes = [Route(path, _endpoint(hub, eps[0]), methods=list(eps[0].methods)) if len(eps) == 1
+              else Route(path, _dispatch(hub, eps), methods=[m for ep in eps for m in ep.methods])
+              for path, eps in by_path.items()]
+    app = Starlette(routes=routes, middleware=[Middleware(KeepEncodedSlashes),
+                                               Middleware(FaultMiddleware, faults=faults)])
     app.state.hub = hub
     return app
 
 
-def serve(host: str = "127.0.0.1", port: int = 8787, storage: Path | str = "hub-storage",
-          token: str | None = None) -> None:
-    """Run the embedded Hub in the foreground (`hfdistill hub serve`).
+def _dispatch(hub: HubApp, eps: list[Endpoint]):
+    """One route, several methods with different bodies (POST vs DELETE of a branch or tag)."""
+    by_method = {m: _endpoint(hub, ep) for ep in eps for m in ep.methods}
 
-    With `token` (or HFDISTILL_HUB_TOKEN) writes need that token; without one, the server binds only to a loopback
-    address, where anyone on the machine may write.
-    """
-    import uvicorn
+    async def endpoint(request: Request) -> Response:
+        return await by_method[request.method](request)
 
-    token = token or os.environ.get("HFDISTILL_HUB_TOKEN") or None
-    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
-        from hfdistill.errors import HubError
-
-        raise HubError(f"refusing to serve on {host} without a token: pass --token or bind to 127.0.0.1")
-    app = create_app(Path(storage), {token} if token else None)
-    print(f"Embedded Hub on http://{host}:{port}  (storage: {Path(storage).resolve()})", flush=True)
-    print(f"  browse the models: http://{host}:{port}/   use it: HF_ENDPOINT=http://{host}:{port}", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return endpoint

@@ -1,4 +1,5 @@
-"""Fault injection for the embedded Hub: answer chosen requests with an error or drop the connection.
+"""Fault injection for the embedded Hub: answer chosen requests with an error, drop the connection, or lose the
+answer of a request that was applied; and stall points where crash tests SIGKILL a server process.
 
 Tests arm a rule (`faults.add("POST", "/commit/", status=503)`) and watch the real client retry or fail cleanly.
 A rule fires `times` times, then disarms itself.
@@ -7,13 +8,26 @@ A rule fires `times` times, then disarms itself.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+STALL_ENV = "HFDISTILL_HUB_STALL"
+
+
+def stall_point(name: str) -> None:
+    """Crash-test hook: with HFDISTILL_HUB_STALL=`name`:`marker file`, touch the marker and stall here, so that a
+    test can SIGKILL the process at exactly this point (e.g. a commit file written, its ref not yet moved)."""
+    point, _, marker = os.environ.get(STALL_ENV, "").partition(":")
+    if point == name and marker:
+        Path(marker).touch()
+        time.sleep(60)
 
 
 @dataclass
@@ -24,6 +38,7 @@ class Fault:
     drop: bool           # …or read part of the request, start a response and close the connection
     times: int
     hits: int = 0
+    lose_response: bool = False  # …or let the app apply the request, then close the connection mid-answer
 
 
 class Faults:
@@ -33,10 +48,11 @@ class Faults:
         self._rules: list[Fault] = []
         self._lock = threading.Lock()
 
-    def add(self, method: str, path: str, *, status: int | None = None, drop: bool = False, times: int = 1) -> Fault:
-        if (status is None) == (not drop):
-            raise ValueError("give either status= or drop=True")
-        rule = Fault(method.upper(), path, status, drop, times)
+    def add(self, method: str, path: str, *, status: int | None = None, drop: bool = False,
+            lose_response: bool = False, times: int = 1) -> Fault:
+        if [status is not None, drop, lose_response].count(True) != 1:
+            raise ValueError("give one of status=, drop=True or lose_response=True")
+        rule = Fault(method.upper(), path, status, drop, times, lose_response=lose_response)
         with self._lock:
             self._rules.append(rule)
         return rule
@@ -54,8 +70,15 @@ class Faults:
         return None
 
 
+async def _broken_answer(send) -> None:
+    """Start a 200 answer and stop mid-body: uvicorn closes the connection, the client sees a broken response."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"1000"), (b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b'{"partial', "more_body": True})
+
+
 class FaultMiddleware:
-    """ASGI middleware applying `Faults` before the app sees the request."""
+    """ASGI middleware applying `Faults` before the app sees the request (or, for lose_response, after)."""
 
     def __init__(self, app: ASGIApp, faults: Faults | None):
         self.app = app
@@ -66,12 +89,17 @@ class FaultMiddleware:
         if rule is None:
             await self.app(scope, receive, send)
             return
+        if rule.lose_response:
+            async def swallow(message: dict) -> None:
+                pass
+
+            await self.app(scope, receive, swallow)  # the request is fully applied…
+            await _broken_answer(send)               # …and its answer lost on the way
+            return
         if rule.drop:
             await receive()  # the first chunk of the upload arrives, then the line goes dead
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-length", b"1000"), (b"content-type", b"application/json")]})
-            await send({"type": "http.response.body", "body": b'{"partial', "more_body": True})
-            return  # uvicorn closes the connection: the response is incomplete
+            await _broken_answer(send)
+            return
         more = True
         while more:  # drain the request so the client sees the answer, not a broken pipe
             message = await receive()

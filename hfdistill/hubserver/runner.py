@@ -1,15 +1,31 @@
-"""Run the embedded Hub in a background thread on 127.0.0.1 (pytest fixture, quickstart publishing)."""
+"""Run the embedded Hub: in the foreground (`serve`, `python -m hfdistill.hubserver`), or in a background thread on
+127.0.0.1 (`start_in_thread`: pytest fixture, quickstart publishing); and talk to it while HF_HUB_OFFLINE=1."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import os
 import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlparse
 
+from hfdistill.errors import HubError
 from hfdistill.hubserver.app import create_app
 from hfdistill.hubserver.faults import Faults
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_online = {"depth": 0, "saved": False}
+_online_lock = threading.Lock()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0: a free one), bound before the server starts so its real port is known."""
+    return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
 
 
 @dataclass
@@ -19,10 +35,13 @@ class RunningHub:
     faults: Faults
     _server: object
     _thread: threading.Thread
+    app: Any = None
 
     def stop(self) -> None:
         self._server.should_exit = True  # type: ignore[attr-defined]
         self._thread.join(timeout=10)
+        if self.app is not None:
+            self.app.state.hub.storage.close()
 
     def __enter__(self) -> "RunningHub":
         return self
@@ -32,15 +51,16 @@ class RunningHub:
 
 
 def start_in_thread(storage: Path, tokens: set[str] | None = None, faults: Faults | None = None,
-                    host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0) -> RunningHub:
-    """Start the server on `host:port` (port 0: a free one) and return once it accepts connections."""
+                    host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0, **app_options: Any) -> RunningHub:
+    """Start the server on `host:port` (port 0: a free one) and return once it accepts connections.
+
+    app_options go to `create_app` (user, orgs, lfs_threshold, max_commit_body).
+    """
     import uvicorn
 
     faults = faults if faults is not None else Faults()
-    app = create_app(Path(storage), tokens, faults)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    app = create_app(Path(storage), tokens, faults, **app_options)
+    sock = bind(host, port)
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="critical", lifespan="off", access_log=False)
     server = uvicorn.Server(config)
@@ -52,4 +72,72 @@ def start_in_thread(storage: Path, tokens: set[str] | None = None, faults: Fault
             raise RuntimeError(f"the embedded Hub did not start on {host}:{port}")
         time.sleep(0.02)
     return RunningHub(url=f"http://{host}:{port}", storage=Path(storage), faults=faults, _server=server,
-                      _thread=thread)
+                      _thread=thread, app=app)
+
+
+def serve(host: str = "127.0.0.1", port: int = 8787, storage: Path | str = "hub-storage",
+          token: str | None = None, orgs: tuple[str, ...] = ()) -> None:
+    """Run the embedded Hub in the foreground (`hfdistill hub serve`; port 0 picks a free port and prints it).
+
+    With `token` (or HFDISTILL_HUB_TOKEN) writes need that token, and go only to the namespaces whoami names (the
+    user `local` and `orgs`); without one, the server binds only to a loopback address, where anyone on the machine
+    may write.
+    """
+    import uvicorn
+
+    token = token or os.environ.get("HFDISTILL_HUB_TOKEN") or None
+    if token is None and host not in LOOPBACK_HOSTS:
+        raise HubError(f"refusing to serve on {host} without a token: set HFDISTILL_HUB_TOKEN to a secret of your "
+                       f"choice (clients then send it as their Hub token, e.g. HF_TOKEN) or bind to 127.0.0.1")
+    app = create_app(Path(storage), {token} if token else None, orgs=orgs)
+    sock = bind(host, port)
+    port = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"Embedded Hub on http://{shown}:{port}  (storage: {Path(storage).resolve()})", flush=True)
+    print(f"  browse the models: http://{shown}:{port}/   use it: HF_ENDPOINT=http://{shown}:{port}", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=[sock])
+
+
+def is_local_endpoint(url: str) -> bool:
+    """Whether `url` names this machine (loopback address or `localhost`)."""
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def local_endpoint_online(url: str | None) -> Iterator[None]:
+    """Let huggingface_hub (and transformers) reach `url` while HF_HUB_OFFLINE=1, when `url` is on this machine.
+
+    Why: offline mode is enforced inside the client. Every request made through huggingface_hub's HTTP session
+    passes a hook that raises `OfflineModeIsEnabled` when `constants.HF_HUB_OFFLINE` is set, before anything is
+    sent, whatever the endpoint; `snapshot_download` / `hf_hub_download` then fall back to the cache and fail with
+    `LocalEntryNotFoundError`, and transformers forces `local_files_only`. No server answer can change that. A user
+    who set HF_HUB_OFFLINE=1 means "do not go to the internet", which talking to 127.0.0.1 respects, so for a local
+    `url` this clears the flag for the duration of the block and restores it when the last such block ends (the
+    flag is process-wide: other threads are online meanwhile too). For any other `url` it does nothing.
+
+        with local_endpoint_online(endpoint):
+            HfApi(endpoint=endpoint).create_commit(...)
+    """
+    from huggingface_hub import constants
+
+    if not url or not is_local_endpoint(url):
+        yield
+        return
+    with _online_lock:
+        if _online["depth"] == 0:
+            _online["saved"] = constants.HF_HUB_OFFLINE
+        _online["depth"] += 1
+        constants.HF_HUB_OFFLINE = False
+    try:
+        yield
+    finally:
+        with _online_lock:
+            _online["depth"] -= 1
+            if _online["depth"] == 0:
+                constants.HF_HUB_OFFLINE = _online["saved"]
