@@ -10,14 +10,16 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from hfdistill import cache as teacher_cache_admin
 from hfdistill import glue, hub, pipeline
+from hfdistill.cache import CacheEntry
 from hfdistill.errors import DataError, HubError
 from hfdistill.evaluation import evaluate_folder
-from hfdistill.folder import load_model_folder, run_dir_of
+from hfdistill.folder import ModelFolder, load_model_folder, run_dir_of
 from hfdistill.publish import cards
 from hfdistill.publish.client import first_line
 from hfdistill.publish.pull import PullResult, default_evaluate
-from hfdistill.publish.push import PushResult, publish_config_of
+from hfdistill.publish.push import publish_config_of
 from hfdistill.recipe import Recipe, load_recipe, reference_markdown
 from hfdistill.schema import PublishConfig
 
@@ -34,9 +36,19 @@ def validate(recipe_path: str | Path) -> Recipe:
     return load_recipe(recipe_path)
 
 
-def evaluate(model_dir: str | Path, task: str, **kwargs: Any) -> dict[str, Any]:
-    """Evaluate a model folder on a GLUE task's dev set (metrics, size, CPU latency): the metrics.json record."""
-    return evaluate_folder(Path(model_dir), task, **kwargs)
+def evaluate(model_dir: str | Path, task: Optional[str] = None, *, max_seq_length: Optional[int] = None,
+             **kwargs: Any) -> dict[str, Any]:
+    """Evaluate a model folder on a GLUE task's dev set (metrics, size, CPU latency): the metrics.json record.
+
+    task and max_seq_length default to what the folder's metrics.json / lineage.json record (a folder this tool
+    wrote), else max_seq_length 128; a folder that records no task needs `task`."""
+    folder = ModelFolder(Path(model_dir))
+    task = task or folder.metrics.get("task") or folder.lineage.get("task")
+    if not task:
+        raise DataError(f"{model_dir}: the folder records no GLUE task (no metrics.json/lineage.json): pass --task")
+    if max_seq_length is None:
+        max_seq_length = (folder.lineage.get("data") or {}).get("max_seq_length") or 128
+    return evaluate_folder(Path(model_dir), task, max_seq_length=max_seq_length, **kwargs)
 
 
 def card(model_dir: str | Path, repo_id: Optional[str] = None, publish: Optional[PublishConfig] = None) -> Path:
@@ -49,15 +61,20 @@ def card(model_dir: str | Path, repo_id: Optional[str] = None, publish: Optional
     return cards.write_card(model.path, repo_ids={model.path: repo_id} if repo_id else None, publish=publish)
 
 
-def push(run_dir: str | Path, publish: Optional[PublishConfig] = None, *, log: Callable[[str], None] = print,
-         **overrides: Any) -> list[PushResult]:
+def push(run_dir: str | Path, publish: Optional[PublishConfig] = None, *, endpoint: Optional[str] = None,
+         token: Optional[str | bool] = None, force: bool = False, make_private: bool = False,
+         dry_run: bool = False, log: Callable[[str], None] = print, **overrides: Any) -> list[Any]:
     """Push every model of a run folder (cards refreshed, one commit per model, parents first).
 
-    publish: the settings (default: the run's recipe `publish:`); overrides (endpoint, storage, repo_prefix,
-    revision, tag, private) replace single fields of it; `token=` is passed to the client.
+    publish: the settings (default: the run's recipe `publish:`); overrides (storage, repo_prefix, revision, tag,
+    private) replace single fields of it. endpoint: your choice of Hub (URL or `embedded`), overriding
+    `publish.endpoint`. token: passed to the client; an endpoint that only the recipe names gets your own token
+    only with token=True (or a token here or in $HFDISTILL_PUBLISH_TOKEN). force: push into an existing repo
+    hfdistill did not make (its files are kept). make_private: make an existing public repo private first
+    (`private` alone refuses such a repo). dry_run: return the planned pushes (`PlannedPush`: repo, URL, files)
+    and write nothing, not even the local cards.
     """
     run_dir = Path(run_dir)
-    token = overrides.pop("token", None)
     publish = publish or publish_config_of(run_dir.resolve())
     fields = {k: v for k, v in overrides.items() if v is not None}
     if fields:
@@ -65,14 +82,21 @@ def push(run_dir: str | Path, publish: Optional[PublishConfig] = None, *, log: C
             publish = PublishConfig(**{**publish.model_dump(exclude_unset=True), **fields})
         except Exception as exc:
             raise HubError(f"push: {first_line(str(exc))}") from None
-    return hub.push_run(run_dir, publish, token=token, log=log)
+    if endpoint is not None:
+        try:
+            endpoint = PublishConfig(endpoint=endpoint).endpoint
+        except Exception as exc:
+            raise HubError(f"push: {first_line(str(exc))}") from None
+    return hub.push_run(run_dir, publish, token=token, endpoint=endpoint, force=force, make_private=make_private,
+                        log=log, dry_run=dry_run)
 
 
 def pull(repo_id: str, *, endpoint: Optional[str] = None, storage: str | Path = "hub-storage",
          glue_dir: Optional[str | Path] = None, hub_dataset: Optional[str] = None, **kwargs: Any) -> PullResult:
     """Download a published model and check its files' hashes; verify=True re-runs the GLUE evaluation its
-    card claims (data from glue_dir, else $HFDISTILL_GLUE_DIR, else hub_dataset). `endpoint="embedded"` reads
-    the embedded Hub in `storage`."""
+    card claims on the full dev split (max_samples=N: its first N rows; data from glue_dir, else
+    $HFDISTILL_GLUE_DIR, else hub_dataset) and fails on a claim more than `tolerance` above the measurement.
+    `endpoint="embedded"` reads the embedded Hub in `storage`."""
     if "evaluate" not in kwargs:
         kwargs["evaluate"] = functools.partial(default_evaluate, glue_dir=Path(glue_dir) if glue_dir else None,
                                                hub_dataset=hub_dataset)
@@ -82,9 +106,19 @@ def pull(repo_id: str, *, endpoint: Optional[str] = None, storage: str | Path = 
 
 
 def serve(host: str = "127.0.0.1", port: int = 8787, storage: str | Path = "hub-storage",
-          token: Optional[str] = None) -> None:
-    """Serve the embedded Hub (API + web page); writes need `token` (default $HFDISTILL_HUB_TOKEN) when set."""
-    hub.serve(host, port, Path(storage), token or os.environ.get("HFDISTILL_HUB_TOKEN") or None)
+          token: Optional[str] = None, orgs: tuple[str, ...] = (), create: bool = False) -> None:
+    """Serve the embedded Hub (API + web page); writes need `token` (default $HFDISTILL_HUB_TOKEN) when set, and
+    then go only to the namespace `local` and `orgs`. A folder holding no Hub is refused unless `create`."""
+    hub.serve(host, port, Path(storage), token or os.environ.get("HFDISTILL_HUB_TOKEN") or None, orgs=tuple(orgs),
+              create=create)
+
+
+def cache(run_dir: str | Path, clean: bool = False, everything: bool = False) -> list[CacheEntry]:
+    """The teacher-output cache of a run folder (entries, sizes, the models that used them); clean=True removes
+    the entries no finished model uses (everything=True: all) and returns those."""
+    if clean or everything:
+        return teacher_cache_admin.clean(Path(run_dir), everything=everything)
+    return teacher_cache_admin.entries(Path(run_dir))
 
 
 def check_data(glue_dir: Optional[str | Path] = None) -> dict[str, Any]:

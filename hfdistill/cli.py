@@ -1,27 +1,72 @@
 """The command line: argument parsing and printing only; every command calls the Python API (`hfdistill.api`).
 
-User errors (HfdistillError) print one line and exit with code 2.
+`import hfdistill` is light, so `--help` and `--version` answer at once; torch and transformers load when a command
+first needs them. Exit codes: 0 done; 1 a check found problems (pull: bad files or a failed verification; data
+check: malformed or missing data); 2 a user error, printed as one line `hfdistill: error: …`; 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import logging
+import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import hfdistill
 from hfdistill.errors import HfdistillError
 
+EXIT_CODES = """exit codes:
+  0    done
+  1    a check found problems (pull: a file does not match its hash or a claimed score was not reproduced;
+       data check: malformed or missing files)
+  2    a user error (bad recipe, data, model folder, Hub answer): one line `hfdistill: error: …` on stderr
+  130  interrupted (Ctrl-C); a re-run resumes from the last checkpoint"""
 
+
+def _quiet_third_parties(verbose: bool) -> None:
+    """Progress bars and warnings of the libraries underneath (download bars, weight-loading reports, the
+    bitsandbytes kernels notice) say nothing about the user's run: off unless --verbose. Set before they load."""
+    if verbose:
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    for name in ("bitsandbytes", "accelerate", "datasets", "transformers", "huggingface_hub", "onnxruntime"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# ------------------------------------------------------------------------------------------------ commands
 def _cmd_run(a: argparse.Namespace) -> int:
-    hfdistill.run(a.recipe, force=a.force, publish=False if a.no_push else None)
+    sink = io.StringIO() if a.quiet else None
+    with contextlib.redirect_stdout(sink) if sink else contextlib.nullcontext():
+        results = hfdistill.run(a.recipe, force=a.force, publish=False if a.no_push else None)
+    if a.quiet and results:
+        run_dir = Path(results[0].path).parent.parent
+        print(f"{len(results)} model folder(s) in {run_dir}; summary: {run_dir / 'SUMMARY.md'}")
     return 0
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:
     r = hfdistill.validate(a.recipe)
+    if a.json:
+        _print_json({"recipe": str(a.recipe), "ok": True, "name": r.name, "tasks": list(r.tasks),
+                     "stages": [{"name": s.name, "kind": s.kind} for s in r.stages],
+                     "output_dir": str(r.output_dir)})
+        return 0
     stages = ", ".join(f"{s.name} ({s.kind})" for s in r.stages)
     print(f"{a.recipe}: OK — {r.name}: tasks {', '.join(r.tasks)}; stages {stages}; output {r.output_dir}")
     return 0
@@ -30,22 +75,38 @@ def _cmd_validate(a: argparse.Namespace) -> int:
 def _cmd_eval(a: argparse.Namespace) -> int:
     res = hfdistill.evaluate(a.model, a.task, glue_dir=Path(a.glue_dir) if a.glue_dir else None,
                              hub_dataset=a.hub_dataset, max_samples=a.max_samples,
-                             max_seq_length=a.max_seq_length, latency_samples=a.latency_samples)
+                             max_seq_length=a.max_seq_length, latency_samples=a.latency_samples,
+                             latency_threads=a.threads)
+    lat = res.get("latency_ms") or {}
     if a.json:
-        print(json.dumps(res, indent=2))
+        _print_json(res)
     else:
-        lat = res["latency_ms"]
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in res["metrics"].items())
-        print(f"{a.model} on {a.task} dev ({res['num_examples']} examples): {metrics}; score {res['score']:.4f}\n"
-              f"params {res['params']:,}; weights on disk {res['disk_bytes']:,} bytes; "
+        print(f"{a.model} on {res['task']} dev ({res['num_examples']} examples): {metrics}; score "
+              f"{res['score']:.4f}\nparams {res['params']:,}; weights on disk {res['disk_bytes']:,} bytes; "
               f"CPU latency bs1 median {lat['median']:.2f} ms, p90 {lat['p90']:.2f} ms "
-              f"({lat['num_samples']} examples, {lat['threads']} threads)")
+              f"({lat['num_samples']} examples × {lat['rounds']} passes, {lat['threads']} thread(s), "
+              f"spread {100 * lat['spread']:.0f}%)")
+    for w in lat.get("warnings") or []:
+        print(f"hfdistill: warning: the latency figure may be unreliable: {w}", file=sys.stderr)
     return 0
 
 
 def _cmd_data_check(a: argparse.Namespace) -> int:
     report = hfdistill.check_data(a.glue_dir)
-    print(json.dumps(report, indent=2))
+    if a.json:
+        _print_json(report)
+    else:
+        print(f"GLUE folder {report['glue_dir']}: {'OK' if report['ok'] else 'PROBLEMS'}")
+        for name, t in report["tasks"].items():
+            splits = ", ".join(f"{s} {n:,}" if n is not None else f"{s} -" for s, n in t["splits"].items())
+            print(f"  {name:5s} {splits}")
+            for err in t["errors"]:
+                print(f"        {err}")
+        if report.get("problem"):
+            print(f"  {report['problem']}")
+        if report["missing"]:
+            print(f"  not found: {', '.join(report['missing'])}")
     return 0 if report["ok"] else 1
 
 
@@ -60,100 +121,217 @@ def _cmd_card(a: argparse.Namespace) -> int:
 
 
 def _cmd_push(a: argparse.Namespace) -> int:
-    results = hfdistill.push(a.run_dir, endpoint=a.endpoint, storage=a.storage, repo_prefix=a.repo_prefix,
-                             revision=a.revision, tag=a.tag, private=a.private)
-    print(f"{sum(r.changed for r in results)} of {len(results)} model(s) changed")
+    log = (lambda _msg: None) if (a.quiet or a.json) else print  # noqa: E731
+    results = hfdistill.push(a.run_dir, endpoint=a.endpoint, token=True if a.send_token else None, force=a.force,
+                             make_private=a.make_private, dry_run=a.dry_run, storage=a.storage,
+                             repo_prefix=a.repo_prefix, revision=a.revision, tag=a.tag, private=a.private, log=log)
+    if a.dry_run:
+        if a.json:
+            _print_json([{"model": p.key, "repo_id": p.repo_id, "url": p.url, "files": p.files} for p in results])
+            return 0
+        for p in results:
+            print(f"{p.key} → {p.repo_id} ({p.url}): {len(p.files)} files: {', '.join(p.files)}")
+        print(f"dry run: {len(results)} repo(s) would be written; nothing was changed")
+        return 0
+    if a.json:
+        _print_json([{"repo_id": r.repo_id, "commit": r.commit, "changed": r.changed, "url": r.url, "tag": r.tag}
+                     for r in results])
+    else:
+        print(f"{sum(r.changed for r in results)} of {len(results)} model(s) changed")
     return 0
 
 
 def _cmd_pull(a: argparse.Namespace) -> int:
     result = hfdistill.pull(a.repo_id, endpoint=a.endpoint, storage=a.storage, glue_dir=a.glue_dir,
                             hub_dataset=a.hub_dataset, revision=a.revision, local_dir=a.local_dir,
-                            verify=a.verify, tolerance=a.tolerance)
-    for line in result.report():
-        print(line)
+                            verify=a.verify, tolerance=a.tolerance, max_samples=a.max_samples,
+                            **({"log": lambda _m: None} if a.json or a.quiet else {}))
+    if a.json:
+        _print_json({"repo_id": result.repo_id, "commit": result.commit, "path": str(result.path),
+                     "ok": result.ok, "files_checked": result.files_checked,
+                     "hash_mismatches": result.hash_mismatches, "missing_files": result.missing_files,
+                     "checks": [{"task": c.task, "metric": c.metric, "claimed": c.claimed, "measured": c.measured,
+                                 "ok": c.ok} for c in result.checks]})
+    else:
+        for line in result.report():
+            print(line)
     return 0 if result.ok else 1
 
 
 def _cmd_serve(a: argparse.Namespace) -> int:
-    hfdistill.serve(a.host, a.port, a.storage)
+    hfdistill.serve(a.host, a.port, a.storage, orgs=tuple(a.org or ()), create=a.create)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hfdistill", description="Compress GLUE classifiers and publish them.")
-    sub = p.add_subparsers(dest="command", required=True)
+def _cmd_cache(a: argparse.Namespace) -> int:
+    entries = hfdistill.cache(a.run_dir, clean=a.clean, everything=a.all)
+    if a.json:
+        _print_json([{"key": e.key, "bytes": e.bytes, "examples": e.examples, "hidden_layers": e.hidden_layers,
+                      "used_by": e.used_by} for e in entries])
+        return 0
+    verb = "removed" if (a.clean or a.all) else "holds"
+    total = sum(e.bytes for e in entries)
+    print(f"{a.run_dir} teacher cache {verb} {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
+          f"{total / 1e6:.1f} MB")
+    for e in entries:
+        used = f"used by {', '.join(e.used_by)}" if e.used_by else "not used by any finished model"
+        layers = f", hidden states of layers {e.hidden_layers}" if e.hidden_layers else ""
+        print(f"  {e.key[:12]}  {e.bytes / 1e6:8.1f} MB  {e.examples or '?'} examples{layers}; {used}")
+    return 0
 
-    r = sub.add_parser("run", help="run a recipe (resumes from its run folder)")
-    r.add_argument("recipe")
+
+# ------------------------------------------------------------------------------------------------ parser
+def _sub(sub: Any, name: str, help: str, examples: list[str], **kw: Any) -> argparse.ArgumentParser:
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n\n" + EXIT_CODES
+    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+
+
+def _common(p: argparse.ArgumentParser, json_output: bool = False) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("-q", "--quiet", action="store_true", help="print only the result (and errors)")
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help="also show the progress bars and warnings of transformers, datasets, bitsandbytes …")
+    if json_output:
+        g.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hfdistill", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description="Compress GLUE classifiers (fine-tune → distil → prune → quantize), "
+                                            "evaluate them, write their model cards and publish them on the Hub.",
+                                epilog="examples:\n  hfdistill run recipes/quickstart.yaml\n"
+                                       "  hfdistill <command> --help\n\n" + EXIT_CODES)
+    p.add_argument("--version", action="version", version=f"hfdistill {hfdistill.__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="<command>")
+
+    r = _sub(sub, "run", "run a recipe: every stage for every task, resuming from its run folder",
+             ["hfdistill run recipes/quickstart.yaml", "hfdistill run my.yaml --no-push --quiet",
+              "accelerate launch --multi_gpu --num_processes 2 -m hfdistill run my.yaml"])
+    r.add_argument("recipe", help="the recipe YAML file (paths in it are relative to it)")
     r.add_argument("--force", action="store_true", help="re-run stages whose folders are complete")
     r.add_argument("--no-push", action="store_true", help="do not publish even if the recipe has `publish:`")
+    _common(r)
     r.set_defaults(fn=_cmd_run)
 
-    v = sub.add_parser("validate", help="check a recipe without running it")
-    v.add_argument("recipe")
+    v = _sub(sub, "validate", "check a recipe without running it (every problem, one line)",
+             ["hfdistill validate recipes/quickstart.yaml", "hfdistill validate my.yaml --json"])
+    v.add_argument("recipe", help="the recipe YAML file")
+    _common(v, json_output=True)
     v.set_defaults(fn=_cmd_validate)
 
-    e = sub.add_parser("eval", help="evaluate a model folder on a GLUE dev set")
-    e.add_argument("model")
-    e.add_argument("--task", required=True)
-    e.add_argument("--glue-dir")
-    e.add_argument("--hub-dataset")
-    e.add_argument("--max-samples", type=int)
-    e.add_argument("--max-seq-length", type=int, default=128)
-    e.add_argument("--latency-samples", type=int, default=50)
-    e.add_argument("--json", action="store_true", help="print the metrics.json record")
+    e = _sub(sub, "eval", "evaluate a model folder on a GLUE dev set (metrics, size, CPU latency)",
+             ["hfdistill eval runs/quickstart/student/sst2", "hfdistill eval my-model --task mrpc --threads 2 --json"])
+    e.add_argument("model", help="a model folder (any format hfdistill writes, or a transformers classifier)")
+    e.add_argument("--task", help="GLUE task (default: the one the folder's metrics.json/lineage.json records)")
+    e.add_argument("--glue-dir", help="folder with the GLUE task folders (default $HFDISTILL_GLUE_DIR)")
+    e.add_argument("--hub-dataset", help="a `datasets` id with GLUE configs, e.g. nyu-mll/glue (needs the Hub)")
+    e.add_argument("--max-samples", type=int, help="evaluate on the first N dev examples only")
+    e.add_argument("--max-seq-length", type=int, help="tokens per example (default: the folder's run setting, "
+                                                      "else 128)")
+    e.add_argument("--latency-samples", type=int, default=50, help="dev examples timed at batch size 1 "
+                                                                   "(default 50)")
+    e.add_argument("--threads", type=int, default=1, help="CPU threads for the latency figure (default 1; "
+                                                          "recorded)")
+    _common(e, json_output=True)
     e.set_defaults(fn=_cmd_eval)
 
-    d = sub.add_parser("data", help="GLUE data tools")
-    dsub = d.add_subparsers(dest="data_command", required=True)
-    dc = dsub.add_parser("check", help="row counts per task and split, and malformed rows, as JSON")
-    dc.add_argument("--glue-dir")
+    d = _sub(sub, "data", "GLUE data tools", ["hfdistill data check --glue-dir ../shared/glue"])
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="<data command>")
+    dc = _sub(dsub, "check", "count rows per GLUE task and split, and name malformed files and rows",
+              ["hfdistill data check --glue-dir ../shared/glue", "hfdistill data check --json"])
+    dc.add_argument("--glue-dir", help="the folder holding CoLA/, SST-2/, MRPC/ … (default $HFDISTILL_GLUE_DIR)")
+    _common(dc, json_output=True)
     dc.set_defaults(fn=_cmd_data_check)
 
-    ref = sub.add_parser("recipe-reference", help="print the recipe reference (Markdown)")
+    ref = _sub(sub, "recipe-reference", "print the recipe reference (every field, bound and default; Markdown)",
+               ["hfdistill recipe-reference > recipe-reference.md"])
     ref.set_defaults(fn=_cmd_reference)
 
-    c = sub.add_parser("card", help="write the model card (README.md + size_vs_score.png) of a model folder")
-    c.add_argument("model_dir")
+    c = _sub(sub, "card", "write the model card (README.md + size_vs_score.png) of a model folder",
+             ["hfdistill card runs/quickstart/student/sst2", "hfdistill card runs/q/student/sst2 --repo-id me/s"])
+    c.add_argument("model_dir", help="a finished model folder of a run (<run>/<stage>/<task>)")
     c.add_argument("--repo-id", help="the Hub repo id the card should name (default: planned from the recipe)")
     c.set_defaults(fn=_cmd_card)
 
-    pu = sub.add_parser("push", help="push every model of a run folder (cards refreshed, one commit per model)")
-    pu.add_argument("run_dir")
-    pu.add_argument("--endpoint", help="Hub URL or `embedded` (default: the recipe's publish.endpoint)")
+    pu = _sub(sub, "push", "push every model of a run folder (cards refreshed, one commit per model, parents first)",
+              ["hfdistill push runs/quickstart --dry-run", "hfdistill push runs/quickstart --endpoint embedded",
+               "hfdistill push runs/quickstart --repo-prefix my-user/quickstart --private"])
+    pu.add_argument("run_dir", help="the run folder (runs/<name>)")
+    pu.add_argument("--dry-run", action="store_true",
+                    help="list the repos and files the push would write; change nothing (not even local cards)")
+    pu.add_argument("--endpoint", help="Hub URL or `embedded` (default: the recipe's publish.endpoint, else "
+                                       "HF_ENDPOINT / huggingface.co)")
     pu.add_argument("--storage", help="embedded Hub folder (default: publish.storage)")
-    pu.add_argument("--repo-prefix")
-    pu.add_argument("--revision")
-    pu.add_argument("--tag")
-    pu.add_argument("--private", action="store_true", default=None)
+    pu.add_argument("--repo-prefix", help="`namespace` or `namespace/prefix` for the repo ids (default: "
+                                          "publish.repo_prefix, else your user name)")
+    pu.add_argument("--revision", help="branch to commit to (default: main)")
+    pu.add_argument("--tag", help="tag to put on each pushed commit")
+    pu.add_argument("--private", action="store_true", default=None,
+                    help="create the repos private (an existing public repo is refused; see --make-private)")
+    pu.add_argument("--make-private", action="store_true",
+                    help="make existing public repos private before pushing (implies --private)")
+    pu.add_argument("--force", action="store_true",
+                    help="push into existing repos that hfdistill did not make (their files are kept)")
+    pu.add_argument("--send-token", action="store_true",
+                    help="send your Hugging Face token (HF_TOKEN / `hf auth login`) to the recipe's "
+                         "publish.endpoint; without it an endpoint only the recipe names gets no token "
+                         "(or set HFDISTILL_PUBLISH_TOKEN to the token for it)")
+    _common(pu, json_output=True)
     pu.set_defaults(fn=_cmd_push)
 
-    q = sub.add_parser("pull", help="download a published model, check its hashes, optionally re-evaluate it")
-    q.add_argument("repo_id")
-    q.add_argument("--revision")
+    q = _sub(sub, "pull", "download a published model, check its files' hashes, optionally re-evaluate it",
+             ["hfdistill pull local/quickstart-student-sst2 --endpoint embedded --verify",
+              "hfdistill pull my-user/quickstart-student-sst2 --local-dir ./student --json"])
+    q.add_argument("repo_id", help="the model repo, e.g. my-user/quickstart-student-sst2")
+    q.add_argument("--revision", help="branch, tag or commit (default: main)")
     q.add_argument("--local-dir", help="download folder (default: ./<repo name>)")
-    q.add_argument("--verify", action="store_true", help="re-run the GLUE evaluation the card claims")
+    q.add_argument("--verify", action="store_true",
+                   help="re-run the GLUE evaluation the card claims, on the full dev split")
+    q.add_argument("--max-samples", type=int, help="--verify on only the first N dev examples")
     q.add_argument("--tolerance", type=float, default=0.005,
-                   help="allowed |measured - claimed| per metric (fractions; default 0.005)")
+                   help="how far a claimed metric may exceed the measured one (fractions; default 0.005; lower "
+                        "claims always pass)")
     q.add_argument("--endpoint", help="Hub URL or `embedded` (default: HF_ENDPOINT / huggingface.co)")
-    q.add_argument("--storage", default="hub-storage", help="embedded Hub folder for --endpoint embedded")
+    q.add_argument("--storage", default="hub-storage", help="embedded Hub folder for --endpoint embedded "
+                                                            "(default ./hub-storage)")
     q.add_argument("--glue-dir", help="GLUE folder for --verify (default $HFDISTILL_GLUE_DIR)")
     q.add_argument("--hub-dataset", help="datasets id with GLUE configs for --verify (e.g. nyu-mll/glue)")
+    _common(q, json_output=True)
     q.set_defaults(fn=_cmd_pull)
 
-    h = sub.add_parser("hub", help="the embedded Hub-compatible server")
-    hsub = h.add_subparsers(dest="hub_command", required=True)
-    s = hsub.add_parser("serve", help="serve a local Hub (API + web page); writes need $HFDISTILL_HUB_TOKEN if set")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8787)
-    s.add_argument("--storage", default="hub-storage")
+    h = _sub(sub, "hub", "the embedded Hub-compatible server", ["hfdistill hub serve --storage hub-storage"])
+    hsub = h.add_subparsers(dest="hub_command", required=True, metavar="<hub command>")
+    s = _sub(hsub, "serve", "serve the embedded Hub (API + web page) from a storage folder",
+             ["hfdistill hub serve --storage hub-storage",
+              "HFDISTILL_HUB_TOKEN=secret hfdistill hub serve --host 0.0.0.0 --org my-team"])
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs "
+                                                       "$HFDISTILL_HUB_TOKEN)")
+    s.add_argument("--port", type=int, default=8787, help="port (default 8787; 0 picks a free one)")
+    s.add_argument("--storage", default="hub-storage", help="the folder a push wrote (default ./hub-storage)")
+    s.add_argument("--create", action="store_true", help="start an empty Hub if --storage holds none")
+    s.add_argument("--org", action="append", help="with a token: a namespace besides `local` that writers may "
+                                                  "use (repeatable)")
     s.set_defaults(fn=_cmd_serve)
+
+    k = _sub(sub, "cache", "show (or clean) the teacher-output cache of a run folder",
+             ["hfdistill cache runs/quickstart", "hfdistill cache runs/quickstart --clean"])
+    k.add_argument("run_dir", help="the run folder (runs/<name>)")
+    k.add_argument("--clean", action="store_true", help="remove the entries no finished model used")
+    k.add_argument("--all", action="store_true", help="remove every entry (they are recomputed when needed)")
+    _common(k, json_output=True)
+    k.set_defaults(fn=_cmd_cache)
     return p
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_third_parties(getattr(args, "verbose", False))
+    if getattr(args, "quiet", False):
+        os.environ["TQDM_DISABLE"] = "1"  # our own progress bars too
+    for name in ("quiet", "verbose", "json"):
+        if not hasattr(args, name):
+            setattr(args, name, False)
     try:
         return args.fn(args)
     except HfdistillError as e:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
+import hashlib
 import json
 import os
 import shutil
@@ -104,6 +106,28 @@ def atomic_folder(final: Path) -> Iterator[Path]:
     replace_folder(tmp, final)
 
 
+def make_readable(path: Path) -> None:
+    """Give every file under `path` normal permissions (0644 under the usual umask): some writers (safetensors
+    via a temporary file) leave 0600, which other users of a shared run folder or server cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [Path(path), *Path(path).rglob("*")]:
+        if not p.is_symlink():
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+
+
+def remove_empty_parents(path: Path, stop: Path) -> None:
+    """Remove `path` and its parents up to (not including) `stop` while they are empty folders."""
+    path, stop = Path(path), Path(stop)
+    while path != stop and stop in path.parents:
+        try:
+            path.rmdir()
+        except OSError:  # not empty, or gone
+            if path.exists():
+                return
+        path = path.parent
+
+
 def replace_folder(tmp: Path, final: Path) -> None:
     """Move a finished temporary folder into place, replacing an older `final` (never leaving neither)."""
     tmp, final = Path(tmp), Path(final)
@@ -116,6 +140,52 @@ def replace_folder(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+# ------------------------------------------------------------------------------------------ public names
+def public_name(path: Path | str, parts: int = 1) -> str:
+    """A local file or folder as published: its last `parts` path parts and a short content hash, e.g.
+    `glue/SST-2@3f2a9c1e`. Cards, lineage.json and metrics.json are pushed to a Hub, where an absolute path would
+    reveal the publisher's machine (user names, folders) and mean nothing to a reader; the hash still tells two
+    different inputs apart."""
+    path = Path(path)
+    name = "/".join(path.parts[-parts:]) if parts > 0 else path.name
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not any(
+        q.startswith(".") for q in p.relative_to(path).parts)) if path.is_dir() else [path]
+    stats = tuple((p.relative_to(path).as_posix() if path.is_dir() else p.name, p.stat().st_size,
+                   p.stat().st_mtime_ns) for p in files)
+    return f"{name}@{_content_hash(str(path), stats)}"
+
+
+@functools.lru_cache(maxsize=256)
+def _content_hash(path: str, stats: tuple) -> str:
+    """sha256 over the files' relative names and contents (cached while sizes and mtimes stay the same)."""
+    root, h = Path(path), hashlib.sha256()
+    for rel, _, _ in stats:
+        h.update(rel.encode() + b"\0")
+        with open(root / rel if root.is_dir() else root, "rb") as fh:
+            h.update(hashlib.file_digest(fh, "sha256").digest())
+    return h.hexdigest()[:8]
+
+
+def public_source(source: str, subfolder: str) -> str:
+    """A task's data as published: `hub:<dataset>` as it is, a local GLUE folder by the task's `subfolder` in it
+    (e.g. `glue/SST-2@3f2a9c1e`)."""
+    if not source or not os.path.isabs(source) or not Path(source).is_dir():
+        return source
+    return public_name(Path(source) / subfolder, parts=2)
+
+
+def public_paths(value: Any) -> Any:
+    """`value` (JSON-like) with every string that is an absolute path of an existing file or folder replaced by
+    its `public_name` (stage configs name text files; a stage's facts may name its inputs)."""
+    if isinstance(value, dict):
+        return {k: public_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [public_paths(v) for v in value]
+    if isinstance(value, str) and os.path.isabs(value) and os.path.exists(value):
+        return public_name(value)
+    return value
 
 
 # ------------------------------------------------------------------------------------------ a run's models

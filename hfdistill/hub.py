@@ -2,7 +2,9 @@
 
 `endpoint: embedded` (in a recipe or on the command line) means: start the embedded Hub-compatible server on
 127.0.0.1 over `storage` for the duration of the call and talk to it with the unmodified huggingface_hub client.
-Everything else goes straight to `hfdistill.publish`.
+Everything else goes straight to `hfdistill.publish`. A Hub on this machine (the embedded one, or a `hub serve`
+on 127.0.0.1) is reached even with HF_HUB_OFFLINE=1, which offline users set: it is not the internet
+(`hubserver.local_endpoint_online`).
 """
 
 from __future__ import annotations
@@ -10,45 +12,55 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
+import contextlib
+from typing import Iterator
+
+from hfdistill.errors import HubError
+from hfdistill.hubserver import local_endpoint_online, start_in_thread
 from hfdistill.hubserver import serve as _serve
-from hfdistill.hubserver import start_in_thread
+from hfdistill.hubserver.storage import is_hub_storage
 from hfdistill.publish import pull as _pull
 from hfdistill.publish import push as _push
 from hfdistill.publish.client import RETRY_WAITS
 from hfdistill.schema import EMBEDDED, PublishConfig
 
 
-class embedded_hub:
-    """Context manager: the embedded Hub on 127.0.0.1 (free port) serving `storage`; yields its URL."""
-
-    def __init__(self, storage: Path):
-        self.storage = Path(storage)
-        self.running = None
-
-    def __enter__(self) -> str:
-        self.running = start_in_thread(self.storage)
-        return self.running.url
-
-    def __exit__(self, *exc: object) -> None:
-        if self.running is not None:
-            self.running.stop()
+@contextlib.contextmanager
+def embedded_hub(storage: Path, must_exist: bool = False) -> Iterator[str]:
+    """The embedded Hub on 127.0.0.1 (free port) serving `storage`, reachable while HF_HUB_OFFLINE=1; yields its
+    URL. must_exist: `storage` must already hold a Hub (reading from one: do not create an empty Hub)."""
+    storage = Path(storage)
+    if must_exist and not is_hub_storage(storage):
+        raise HubError(f"{storage.resolve()} holds no embedded Hub (nothing was ever pushed there): check "
+                       f"--storage / publish.storage")
+    running = start_in_thread(storage)
+    try:
+        with local_endpoint_online(running.url):
+            yield running.url
+    finally:
+        running.stop()
 
 
 def push_run(run_dir: Path, publish: Optional[PublishConfig] = None, *, token: Optional[str | bool] = None,
-             endpoint: Optional[str] = None, log: Callable[[str], None] = print,
-             retry_waits: tuple[float, ...] = RETRY_WAITS) -> list[_push.PushResult]:
+             endpoint: Optional[str] = None, force: bool = False, make_private: bool = False,
+             log: Callable[[str], None] = print, retry_waits: tuple[float, ...] = RETRY_WAITS,
+             dry_run: bool = False) -> list:
     """Refresh the cards and push every model of a run (see `hfdistill.publish.push.push_run`); `embedded`
-    starts the embedded Hub over `publish.storage` for the push."""
+    starts the embedded Hub over `publish.storage` for the push. `endpoint` is the user's choice (it overrides
+    `publish.endpoint`, and only a user-chosen endpoint gets the user's token without asking)."""
     publish = publish or _push.publish_config_of(Path(run_dir).resolve())
-    endpoint = endpoint or publish.endpoint
-    if endpoint != EMBEDDED:
-        return _push.push_run(run_dir, publish, token=token, endpoint=endpoint, log=log, retry_waits=retry_waits)
+    options = dict(force=force, make_private=make_private, log=log, retry_waits=retry_waits, dry_run=dry_run)
+    if (endpoint or publish.endpoint) != EMBEDDED:
+        with local_endpoint_online(endpoint or publish.endpoint):
+            return _push.push_run(run_dir, publish, token=token, endpoint=endpoint, **options)
     if publish.repo_prefix is None:  # nobody to ask "who am I": the embedded Hub's namespace is `local`
         publish = publish.model_copy(update={"repo_prefix": "local"})
+    if dry_run:  # no server needed to list what would be pushed
+        return _push.push_run(run_dir, publish, token=False, endpoint=EMBEDDED, **options)
     with embedded_hub(publish.storage) as url:
         # The embedded Hub needs no token: never send the user's real one to it.
-        results = _push.push_run(run_dir, publish, token=False if token is None else token, endpoint=url, log=log,
-                                 retry_waits=retry_waits)
+        results = _push.push_run(run_dir, publish, token=False if token is None else token, endpoint=url,
+                                 **options)
     log(f"Published {len(results)} model(s) to the embedded Hub in {Path(publish.storage).resolve()}.")
     log(f"Browse the cards: hfdistill hub serve --storage {publish.storage}  → http://127.0.0.1:8787/")
     return results
@@ -56,13 +68,22 @@ def push_run(run_dir: Path, publish: Optional[PublishConfig] = None, *, token: O
 
 def pull(repo_id: str, *, endpoint: Optional[str] = None, storage: Path = Path("hub-storage"),
          **kwargs) -> _pull.PullResult:
-    """Download and check a published model (see `hfdistill.publish.pull.pull`); `embedded` reads `storage`."""
+    """Download and check a published model (see `hfdistill.publish.pull.pull`); `embedded` reads `storage`
+    and, needing no token, is sent none."""
     if endpoint != EMBEDDED:
-        return _pull.pull(repo_id, endpoint=endpoint, **kwargs)
-    with embedded_hub(Path(storage)) as url:
+        with local_endpoint_online(endpoint):
+            return _pull.pull(repo_id, endpoint=endpoint, **kwargs)
+    if kwargs.get("token") is None:
+        kwargs["token"] = False
+    with embedded_hub(Path(storage), must_exist=True) as url:
         return _pull.pull(repo_id, endpoint=url, **kwargs)
 
 
-def serve(host: str, port: int, storage: Path, token: Optional[str] = None) -> None:
-    """Serve the embedded Hub (API + web page) until interrupted."""
-    _serve(host, port, Path(storage), token)
+def serve(host: str, port: int, storage: Path, token: Optional[str] = None, orgs: tuple[str, ...] = (),
+          create: bool = False) -> None:
+    """Serve the embedded Hub (API + web page) until interrupted. A folder that holds no Hub is an error (a typo
+    in --storage would otherwise show an empty Hub) unless `create`."""
+    if not create and not is_hub_storage(Path(storage)):
+        raise HubError(f"{Path(storage).resolve()} holds no embedded Hub: pass --create to start an empty one there, "
+                       f"or point --storage at the folder a push wrote (publish.storage)")
+    _serve(host, port, Path(storage), token, orgs=orgs)

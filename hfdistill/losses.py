@@ -123,12 +123,24 @@ def task_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.T
 def mlm_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
                           w: LossWeights, student_hidden: Sequence[torch.Tensor] = (),
                           teacher_hidden: Sequence[torch.Tensor] = (),
-                          attention_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
-    """α_ce·L_ce + α_mlm·L_mlm + α_cos·L_cos; L_ce over the vocabulary at the masked positions (labels ≠ -100)."""
+                          attention_mask: Optional[torch.Tensor] = None,
+                          ce_positions: str = "all") -> tuple[torch.Tensor, dict]:
+    """α_ce·L_ce + α_mlm·L_mlm + α_cos·L_cos for a batch of masked text (general distillation).
+
+    L_ce = mean over positions P of KL(q_teacher ‖ q_student)·T², the soft targets over the vocabulary:
+    P = every real (non-padding) token with `ce_positions="all"` (DistilBERT's reference), or only the masked
+    tokens (labels ≠ -100) with `"masked"`. L_mlm is the cross-entropy to the masked tokens.
+    """
     masked = labels != -100
+    if ce_positions == "masked":
+        at = masked
+    elif ce_positions == "all":
+        at = attention_mask.bool() if attention_mask is not None else torch.ones_like(masked)
+    else:
+        raise ValueError(f"ce_positions: {ce_positions!r} (all or masked)")
     zero = student_logits.new_zeros(())
-    l_ce = soft_target_loss(student_logits[masked], teacher_logits[masked].to(student_logits.dtype),
-                            w.temperature) if masked.any() else zero
+    l_ce = soft_target_loss(student_logits[at], teacher_logits[at].to(student_logits.dtype),
+                            w.temperature) if at.any() else zero
     l_mlm = mlm_loss(student_logits, labels) if masked.any() else zero
     l_cos = zero
     if w.alpha_cos > 0 and len(student_hidden):

@@ -18,10 +18,11 @@ from typing import Any, Optional
 
 import yaml
 
-from hfdistill import glue, hub
+from hfdistill import glue, hub, summary
 from hfdistill.errors import ModelError
-from hfdistill.evaluation import evaluate_model
-from hfdistill.folder import (LINEAGE_FILE, METRICS_FILE, ModelFolder, is_complete, read_json, replace_folder,
+from hfdistill.evaluation import clearly_above_baseline, evaluate_model
+from hfdistill.folder import (LINEAGE_FILE, METRICS_FILE, ModelFolder, is_complete, make_readable, public_name,
+                              public_paths, public_source, read_json, remove_empty_parents, replace_folder,
                               tmp_path_for, write_json)
 from hfdistill.models import load_model, load_tokenizer
 from hfdistill.publish import cards
@@ -92,6 +93,7 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
         keys: dict[str, str] = {}
         folders: dict[str, Path] = {}
         for i, cfg in enumerate(recipe.stages):
+            cfg = cfg.for_task(task_name)  # the stage's `per_task` overrides for this task applied
             parent_name = recipe.parent_of(i)
             parent_path = base if parent_name is None else folders[parent_name]
             parent_key = recipe.model if parent_name is None else keys[parent_name]
@@ -115,38 +117,61 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir(parents=True)
                 # Checkpoints resume only the same stage inputs: a changed recipe or --force starts afresh.
-                if force or (read_json(work_dir / "stage_key.json") or {}).get("key") != key:
+                old_key = (read_json(work_dir / "stage_key.json") or {}).get("key")
+                if old_key is not None and (force or old_key != key):
+                    print(f"[{task_name}] {cfg.name}: discarding the checkpoint of an earlier attempt ("
+                          f"{'--force' if force else 'the stage or its inputs changed since'})", flush=True)
+                if force or old_key != key:
                     shutil.rmtree(work_dir, ignore_errors=True)
                 work_dir.mkdir(parents=True, exist_ok=True)
                 write_json(work_dir / "stage_key.json", {"key": key})
                 (run_dir / ".cache").mkdir(exist_ok=True)
+                why = ""
+                if is_complete(out):
+                    why = " (re-run: --force)" if force else \
+                        " (re-run: the recipe entry, its parent or the data changed since this folder was made)"
                 print(f"[{task_name}] {cfg.name}: {cfg.kind} from "
-                      f"{parent_name or recipe.model} → {out}", flush=True)
+                      f"{parent_name or recipe.model} → {out}{why}", flush=True)
             accelerator.wait_for_everyone()
             started = time.time()
             try:
                 set_seed(recipe.seed)
                 info = REGISTRY[cfg.kind].run(cfg, ModelFolder(parent_path), ctx, tmp)
                 accelerator.wait_for_everyone()
+                if main and not (info or {}).get("not_evaluated"):
+                    name_labels(tmp, data.task)
+                accelerator.wait_for_everyone()
                 metrics = None
                 if not (info or {}).get("not_evaluated"):  # e.g. a masked-LM model has no task head to score
                     model = load_model(tmp, trust_remote_code=recipe.trust_remote_code)
                     metrics = evaluate_model(model, load_tokenizer(tmp), data, max_seq_length=recipe.max_seq_length,
                                              latency_samples=recipe.latency_samples, accelerator=accelerator,
-                                             model_dir=tmp)
+                                             model_dir=tmp, latency_threads=recipe.latency_threads)
+                    for w in (metrics.get("latency_ms") or {}).get("warnings") or []:
+                        print(f"[{task_name}] {cfg.name}: warning: latency may be unreliable: {w}", flush=True)
+                    if main and clearly_above_baseline(metrics) is False:
+                        majority = metrics["majority_baseline"]
+                        print(f"[{task_name}] {cfg.name}: warning: dev score {metrics['score']:.4f} is not clearly "
+                              f"above the majority-class baseline {majority['score']:.4f}: this model is no better "
+                              f"than guessing (train longer, or try another learning rate)", flush=True)
                     del model
                 if main:
+                    # lineage.json and metrics.json are published: local inputs are named by public_name, never
+                    # by their absolute paths (the stage key above still uses those, so resuming is unchanged)
+                    source = public_source(data.source, data.task.folder)
                     if metrics is not None:
-                        write_json(tmp / METRICS_FILE, metrics)
+                        write_json(tmp / METRICS_FILE, {**metrics, "data_source": source})
                     write_json(tmp / LINEAGE_FILE, {
                         "name": cfg.name, "kind": cfg.kind, "task": task_name,
-                        "parent": recipe.model if parent_name is None else os.path.relpath(parent_path, out),
+                        "parent": public_model(recipe) if parent_name is None else os.path.relpath(parent_path, out),
                         "parent_kind": "base" if parent_name is None else "stage",
                         "parent_stage": parent_name,
-                        "base_model": recipe.model if recipe.model in PACKAGED_MODELS else recipe.base_model_path(),
+                        "base_model": public_model(recipe),
                         "recipe_name": recipe.name, "recipe_hash": recipe.recipe_hash(), "stage_key": key,
-                        "stage_config": cfg.run_facts(), "info": info or {},
-                        "data": {"source": data.source, "train_examples": len(data.train) if data.train else 0,
+                        "stage_config": public_paths(cfg.run_facts()),
+                        "recipe_stage": public_paths(cfg.model_dump(mode="json", by_alias=True, exclude_unset=True)),
+                        "info": public_paths(info or {}),
+                        "data": {"source": source, "train_examples": len(data.train) if data.train else 0,
                                  "max_train_samples": recipe.max_train_samples,
                                  "max_eval_samples": recipe.max_eval_samples,
                                  "max_seq_length": recipe.max_seq_length},
@@ -155,8 +180,10 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
                         "hfdistill_version": __version__,
                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     })
+                    make_readable(tmp)
                     replace_folder(tmp, out)
                     shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints are spent once the folder is done
+                    remove_empty_parents(work_dir.parent, stop=run_dir)
                     print(f"[{task_name}] {cfg.name}: " + (f"score {metrics['score']:.4f} {_fmt_metrics(metrics)}"
                           if metrics else f"not evaluated ({info['not_evaluated']})") + f" → {out}", flush=True)
                 accelerator.wait_for_everyone()
@@ -170,6 +197,33 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
         _finish(recipe, run_dir, results, publish)
     accelerator.wait_for_everyone()
     return results
+
+
+def public_model(recipe: Recipe) -> str:
+    """The base model as lineage.json names it: the packaged short name, the Hub id, or a local folder's
+    `public_name` (its absolute path stays in the run's own recipe.yaml, which is not published)."""
+    if recipe.model in PACKAGED_MODELS or not os.path.isabs(recipe.model):
+        return recipe.model
+    return public_name(recipe.model)
+
+
+def name_labels(folder: Path, task: glue.Task) -> None:
+    """Write the task's class names into a classifier's config.json (id2label/label2id).
+
+    Stages name the classes by the values in the GLUE files, which are `0`/`1` for SST-2, CoLA, MRPC, QQP and
+    WNLI; a reader of the card and a user of the model's pipeline should see `negative`/`positive` instead.
+    Regression heads, models with another number of outputs and other heads (masked LM) are left alone.
+    """
+    path = Path(folder) / "config.json"
+    config = read_json(path)
+    names = task.class_names
+    if not config or task.is_regression or not names or len(config.get("id2label") or {}) != len(names):
+        return
+    if any(not a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+        return
+    config["id2label"] = {str(i): n for i, n in enumerate(names)}
+    config["label2id"] = {n: i for i, n in enumerate(names)}
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _fmt_metrics(metrics: dict) -> str:
@@ -186,23 +240,11 @@ def _write_recipe_copy(recipe: Recipe, path: Path) -> None:
 
 
 def _finish(recipe: Recipe, run_dir: Path, results: list[StageResult], publish: Optional[bool]) -> None:
-    """Cards for every model of the run (the plot spans all of them), a summary table, then publishing."""
+    """Cards for every model of the run (the plot spans all of them), the run summary, then publishing."""
     for r in results:
         cards.write_card(r.path, publish=recipe.publish)
-    print(summary_table(results), flush=True)
+    summary.write(run_dir)
+    print((run_dir / summary.SUMMARY_MD).read_text(), flush=True)
+    print(f"Summary: {run_dir / summary.SUMMARY_MD} (and {summary.SUMMARY_JSON})", flush=True)
     if recipe.publish is not None and publish is not False:
         hub.push_run(run_dir, recipe.publish)
-
-
-def summary_table(results: list[StageResult]) -> str:
-    rows = ["| stage | task | score | params | disk MB | latency ms (bs1) |", "|---|---|---|---|---|---|"]
-    for r in results:
-        m = r.metrics or {}
-        lat = (m.get("latency_ms") or {}).get("median")
-        if not m:
-            rows.append(f"| {r.name} | {r.task} | not evaluated | - | - | - |")
-            continue
-        rows.append(f"| {r.name} | {r.task} | {m.get('score', float('nan')):.4f} | "
-                    f"{(m.get('params') or 0) / 1e6:.2f}M | {(m.get('disk_bytes') or 0) / 1e6:.1f} | "
-                    f"{lat if lat is not None else '-'} |")
-    return "\n".join(rows)

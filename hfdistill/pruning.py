@@ -298,31 +298,60 @@ def schedule(start, target, step: int, steps: int):
     return int(round(total - (total - target) * frac))
 
 
-def select(scores: Scores, masks: Masks, keep, min_per_layer: int = 0) -> Masks:
-    """New masks keeping the highest-scoring live units: `keep` per layer (list) or in total (int, global ranking,
-    every layer keeping at least `min_per_layer` of its live units). Pruned units stay pruned."""
-    live = [torch.where(m > 0, s.double(), torch.full_like(s, -math.inf, dtype=torch.float64))
-            for s, m in zip(scores, masks)]
-    new = [torch.zeros_like(m) for m in masks]
+def round_to_multiple(n: int, multiple: int) -> int:
+    """`n` rounded to the nearest multiple of `multiple` (halves up)."""
+    return (2 * n + multiple) // (2 * multiple) * multiple
+
+
+def heads_multiple(multiple_of: int, head_size: int) -> int:
+    """Heads per rounding step so that heads × head_size is a multiple of `multiple_of` (the width the kernels
+    see: Q/K/V outputs and the attention output's inputs)."""
+    return multiple_of // math.gcd(multiple_of, head_size)
+
+
+def select(scores: Scores, masks: Masks, keep, min_per_layer: int = 0, multiple_of: int = 1) -> Masks:
+    """New masks keeping the highest-scoring live units: `keep` per layer (list) or in total (int, global ranking),
+    every layer that keeps anything keeping at least `min_per_layer` of its live units. Pruned units stay pruned.
+
+    `multiple_of` > 1 rounds as TextPruner does: each layer keeps a multiple of it (or all its live units). A list
+    target is rounded per layer to the nearest multiple (a positive one never to 0). The global ranking ranks blocks
+    of `multiple_of` consecutive units of each layer's best-first order by their mean score and adds the best
+    blocks while that brings the total closer to `keep`. With `multiple_of=1` both are plain top-k.
+    """
+    step = max(1, int(multiple_of))
+    live_n = [int((m > 0).sum()) for m in masks]
+    # each layer's live units, best first (ties: lower index first)
+    ranked = [torch.argsort(torch.where(m > 0, s.double(), torch.full_like(s, -math.inf, dtype=torch.float64)),
+                            descending=True, stable=True)[:n] for s, m, n in zip(scores, masks, live_n)]
+    floor = [min(n, -(-min_per_layer // step) * step) for n in live_n]
     if isinstance(keep, list):
-        for i, (l, k) in enumerate(zip(live, keep)):
-            k = min(k, int((masks[i] > 0).sum()))
+        counts = []
+        for k, n, f in zip(keep, live_n, floor):
+            c = round_to_multiple(int(k), step)
             if k > 0:
-                new[i][torch.topk(l, k).indices] = 1.0
-        return new
-    # global: reserve each layer's floor, then fill by global rank
-    for i, l in enumerate(live):
-        k = min(min_per_layer, int((masks[i] > 0).sum()))
-        if k > 0:
-            new[i][torch.topk(l, k).indices] = 1.0
-    remaining = keep - int(sum(m.sum() for m in new))
-    if remaining > 0:
-        flat = torch.cat([torch.where(n > 0, torch.full_like(l, -math.inf), l) for l, n in zip(live, new)])
-        order = torch.topk(flat, min(remaining, int(torch.isfinite(flat).sum()))).indices
-        offsets = torch.tensor([0] + [m.numel() for m in masks]).cumsum(0)
-        for idx in order.tolist():
-            i = int(torch.searchsorted(offsets, idx, right=True)) - 1
-            new[i][idx - offsets[i]] = 1.0
+                c = max(c, step, f)
+            counts.append(min(n, c))
+    else:
+        counts = list(floor)
+        blocks: list[tuple[float, int, int]] = []  # (mean score, layer, units) of every block above the floor
+        for i, order in enumerate(ranked):
+            rest = scores[i].double()[order[counts[i]:]]
+            full = rest.numel() // step
+            means = rest[:full * step].view(full, step).mean(1).tolist()
+            blocks += [(v, i, step) for v in means]
+            if rest.numel() > full * step:
+                blocks.append((float(rest[full * step:].mean()), i, rest.numel() - full * step))
+        # best first (stable: a layer's blocks, whose means never increase, stay in order: each layer keeps a prefix)
+        blocks.sort(key=lambda b: b[0], reverse=True)
+        kept = sum(counts)
+        for _, i, size in blocks:
+            if 2 * kept + size > 2 * keep:  # kept + size/2 > keep: adding would overshoot more than stopping
+                break
+            counts[i] += size
+            kept += size
+    new = [torch.zeros_like(m) for m in masks]
+    for i, c in enumerate(counts):
+        new[i][ranked[i][:c]] = 1.0
     return new
 
 
@@ -337,23 +366,33 @@ class PruneResult:
     history: list[dict] = field(default_factory=list)
 
 
+def _check_floor(name: str, target, sizes: list[int], minimum: int, option: str, what: str) -> None:
+    """Refuse a target that would leave a layer with fewer units than `minimum` (or all it has, if fewer)."""
+    if isinstance(target, list):
+        for i, (t, s) in enumerate(zip(target, sizes)):
+            if t < min(minimum, s):
+                raise RecipeError(f"{name}[{i}]: {t} is below {option}={minimum} "
+                                  f"(set {option}: 0 to let a layer lose its {what})")
+    elif target is not None and target < sum(min(minimum, s) for s in sizes):
+        raise RecipeError(f"{name}: {target} is fewer than {option}={minimum} in each of the {len(sizes)} layers")
+
+
 def iterative_prune(model: nn.Module, batches: Sequence[dict], *, head_target=None, ffn_target=None,
-                    iterations: int = 8, loss: str = "kl", min_heads_per_layer: int = 1,
-                    log: Callable[[str], None] | None = None) -> PruneResult:
+                    iterations: int = 8, loss: str = "kl", min_heads_per_layer: int = 1, min_ffn_per_layer: int = 1,
+                    multiple_of: int = 1, log: Callable[[str], None] | None = None) -> PruneResult:
     """Prune in `iterations` steps, re-scoring in between; targets are resolved (see `resolve_target`).
+
+    Every layer keeps at least `min_heads_per_layer` heads and `min_ffn_per_layer` FFN neurons (0 lets a global
+    ranking empty a layer). `multiple_of` rounds what each layer keeps (see `select`): FFN neurons to multiples of
+    it, heads so that heads × head size is one (`heads_multiple`), the sizes 4-bit and int8 kernels want.
 
     Returns the masks (the weights are untouched; cut them with `build_pruned_model`) and the scores.
     """
     head_masks, ffn_masks = full_masks(model)
     start_h, start_f = layer_sizes(model)
-    if isinstance(head_target, list):
-        for i, (t, s) in enumerate(zip(head_target, start_h)):
-            if t < min(min_heads_per_layer, s):
-                raise RecipeError(f"target_heads[{i}]: {t} is below min_heads_per_layer={min_heads_per_layer} "
-                                  f"(set min_heads_per_layer: 0 to let a layer lose its attention)")
-    elif head_target is not None and head_target < min(min_heads_per_layer, min(start_h)) * len(start_h):
-        raise RecipeError(f"target_heads: {head_target} is fewer than min_heads_per_layer={min_heads_per_layer} "
-                          f"in each of the {len(start_h)} layers")
+    _check_floor("target_heads", head_target, start_h, min_heads_per_layer, "min_heads_per_layer", "attention")
+    _check_floor("target_ffn", ffn_target, start_f, min_ffn_per_layer, "min_ffn_per_layer", "FFN")
+    head_step = heads_multiple(multiple_of, head_size_of(model))
     original = predict_logits(model, batches) if loss == "kl" else None
     first = last = None
     history = []
@@ -363,9 +402,11 @@ def iterative_prune(model: nn.Module, batches: Sequence[dict], *, head_target=No
         first = first or (hs, fs)
         last = (hs, fs)
         if head_target is not None:
-            head_masks = select(hs, head_masks, schedule(start_h, head_target, step, iterations), min_heads_per_layer)
+            head_masks = select(hs, head_masks, schedule(start_h, head_target, step, iterations), min_heads_per_layer,
+                                head_step)
         if ffn_target is not None:
-            ffn_masks = select(fs, ffn_masks, schedule(start_f, ffn_target, step, iterations))
+            ffn_masks = select(fs, ffn_masks, schedule(start_f, ffn_target, step, iterations), min_ffn_per_layer,
+                               multiple_of)
         kept = (int(sum(m.sum() for m in head_masks)), int(sum(m.sum() for m in ffn_masks)))
         history.append({"iteration": step, "heads_kept": kept[0], "ffn_kept": kept[1]})
         if log:

@@ -12,6 +12,12 @@ bitsandbytes 0.50 on CPU, measured (see the stage's docs and `bench/quantize.py`
   the saved folder may be loaded on an AVX512-BF16 one), compute dtype defaults to float32, and a model is saved
   before it has run any forward (`save_bnb` refuses a repacked model).
 - bitsandbytes has no fast CPU kernels: on CPU its models are *slower* than fp32. They buy memory and disk.
+- Pruning can leave weightless linear layers (a layer with no heads: attention output 0 → hidden; no FFN neurons:
+  hidden → 0 → hidden). bitsandbytes cannot quantize them (8-bit divides by zero on load, 4-bit fails on the first
+  forward); ONNX Runtime's quantizer fails on an empty FFN, and its MatMulInteger with no weights leaves its output
+  unwritten, so an empty attention adds leftover memory to the hidden state (logits off by 0.9-3.6, measured). Every
+  method keeps them in full precision (they hold only a bias). Prune with `multiple_of: 64` so that every layer's
+  sizes fit the 4-bit kernels (rows % 32, columns % 64).
 
 int8-cpu: dynamic int8 quantization for CPU serving. Measured on all-MiniLM-L6-v2 fine-tuned on SST-2 (150 steps,
 dev acc 0.7959), bs 1, SST-2 dev sentences (~24 tokens), 1 thread, variants timed interleaved on this shared CPU:
@@ -30,6 +36,7 @@ import functools
 import json
 import logging
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -43,7 +50,7 @@ from hfdistill.errors import ModelError
 # here for callers that quantize and reload.
 from hfdistill.models.formats import (ADAPTER_DIR, INT8_CPU_FILE, INT8_CPU_META, Int8CpuModel,  # noqa: F401
                                       _session, has_adapter, is_int8_cpu_folder, load_bnb, load_int8_cpu,
-                                      load_with_adapter, require_onnxruntime)
+                                      load_with_adapter, require_onnxruntime, weight_bytes)
 
 BNB_METHODS = ("bnb-8bit", "bnb-4bit")
 INT8_CPU = "int8-cpu"
@@ -55,6 +62,8 @@ CPU_PACK_BLOCK_N = 32
 BNB_4BIT_BLOCKSIZE = 64
 #: Classification heads kept in full precision by default: a few thousand weights, most of the accuracy.
 HEAD_MODULES = ("classifier", "score")
+#: A linear layer inside the encoder's layers (BERT `bert.encoder.layer.3.…`, DistilBERT `….transformer.layer.3.…`).
+ENCODER_LAYER = re.compile(r"(^|\.)layer\.\d+\.")
 
 
 CPU_SLOWER_NOTE = ("bitsandbytes has no fast CPU kernels: on CPU this model runs slower than its fp32 parent. "
@@ -92,6 +101,24 @@ def linear_shapes(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
                                                   and hasattr(m, "weight"))}
 
 
+def empty_linear_modules(model: torch.nn.Module) -> list[str]:
+    """Linear layers with no weights (a pruned layer whose heads or FFN neurons were all removed). They compute
+    only their bias; bitsandbytes cannot quantize them (8-bit: division by zero on load, 4-bit: a reshape error
+    on the first forward), so they always stay in full precision."""
+    return [name for name, (n, k) in linear_shapes(model).items() if n * k == 0]
+
+
+def quantized_fraction(shapes: dict[str, tuple[int, int]], quantized: Iterable[str]) -> dict[str, Any]:
+    """Of the encoder's linear weights (by count of values, `shapes` as from `linear_shapes`), how many are stored
+    quantized: `quantized_weight_fraction` (what the card reports), with both counts."""
+    done = set(quantized)
+    encoder = {name: n * k for name, (n, k) in shapes.items() if ENCODER_LAYER.search(name)}
+    total = sum(encoder.values())
+    kept = sum(v for name, v in encoder.items() if name in done)
+    return {"quantized_weight_fraction": round(kept / total, 6) if total else 0.0,
+            "encoder_linear_weights": total, "quantized_encoder_linear_weights": kept}
+
+
 def unsafe_4bit_cpu_modules(model: torch.nn.Module) -> list[str]:
     """Linear layers the AVX512-BF16 4-bit path cannot take (output rows not a multiple of 32, or input
     features not a multiple of the block size): a classifier head, and in a pruned model any odd-sized layer."""
@@ -118,6 +145,8 @@ class BnbPlan:
     compute_dtype: Optional[str]
     avx512_bf16: bool
     notes: list[str] = field(default_factory=list)
+    empty_modules: list[str] = field(default_factory=list)  # weightless layers, always kept (see empty_linear_modules)
+    shapes: dict[str, tuple[int, int]] = field(default_factory=dict)  # every linear layer of the parent
 
     def facts(self) -> dict[str, Any]:
         cfg = self.config.to_dict()
@@ -125,8 +154,9 @@ class BnbPlan:
                 "bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype")
         return {"method": self.method, "bnb_config": {k: cfg[k] for k in keep if k in cfg},
                 "skip_modules": self.skip_modules, "skipped_for_cpu_4bit": self.added_for_cpu,
+                "skipped_empty": self.empty_modules,
                 "quantized_linear_layers": len(self.quantized_modules), "cpu_avx512_bf16": self.avx512_bf16,
-                "notes": self.notes}
+                **quantized_fraction(self.shapes, self.quantized_modules), "notes": self.notes}
 
 
 def plan_bnb(method: str, model: torch.nn.Module, *, quant_type: str = "nf4", double_quant: bool = True,
@@ -153,6 +183,10 @@ def plan_bnb(method: str, model: torch.nn.Module, *, quant_type: str = "nf4", do
             raise ModelError(f"skip_modules: {pattern!r} matches no linear layer of the model "
                              f"(e.g. {', '.join(names[:3])})")
     notes = [CPU_SLOWER_NOTE]
+    empty = [name for name in empty_linear_modules(model) if not any(_matches(p, name) for p in skip)]
+    skip += empty
+    if empty:
+        notes.append(f"kept in full precision because they have no weights (pruned away): {', '.join(empty)}")
     added: list[str] = []
     dtype_name: Optional[str] = None
     if method == "bnb-4bit":
@@ -181,15 +215,16 @@ def plan_bnb(method: str, model: torch.nn.Module, *, quant_type: str = "nf4", do
                                     bnb_4bit_use_double_quant=double_quant,
                                     bnb_4bit_compute_dtype=getattr(torch, dtype_name),
                                     llm_int8_skip_modules=skip)
-    return BnbPlan(method, config, skip, added, quantized, dtype_name, avx, notes)
+    return BnbPlan(method, config, skip, added, quantized, dtype_name, avx, notes, empty, shapes)
 
 
 def _is_quantized(config: dict[str, Any]) -> bool:
     return bool(config.get("quantization_config"))
 
 
-def quantize_bnb(parent: Path, plan: BnbPlan) -> Any:
-    """Load the parent folder quantized per `plan` (on CPU). The result has run no forward: save it first."""
+def quantize_bnb(parent: Path, plan: BnbPlan, trust_remote_code: bool = False) -> Any:
+    """Load the parent folder quantized per `plan` (on CPU). The result has run no forward: save it first.
+    `trust_remote_code`: the recipe's setting, for a parent whose architecture ships as code (`auto_map`)."""
     from transformers import AutoModelForSequenceClassification
 
     parent = Path(parent)
@@ -199,7 +234,8 @@ def quantize_bnb(parent: Path, plan: BnbPlan) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = AutoModelForSequenceClassification.from_pretrained(str(parent), quantization_config=plan.config,
-                                                                   device_map="cpu")
+                                                                   device_map="cpu",
+                                                                   trust_remote_code=trust_remote_code)
     return model.eval()
 
 
@@ -218,31 +254,6 @@ def save_bnb(model: Any, out: Path, tokenizer: Any = None) -> None:
     model.save_pretrained(str(out), safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
-
-
-def weight_bytes(model: Any) -> int:
-    """Bytes the weights take in memory, quantization state included (4-bit absmax and maps, 8-bit row scales).
-
-    `get_memory_footprint()` counts only parameters and buffers, so it misses the 4-bit quantization state.
-    """
-    if hasattr(model, "weight_bytes") and not isinstance(model, torch.nn.Module):
-        return int(model.weight_bytes)
-    total = 0
-    seen: set[int] = set()
-    for t in list(model.parameters()) + list(model.buffers()):
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        total += t.numel() * t.element_size()
-        qs = getattr(t, "quant_state", None)
-        if qs is not None:
-            for v in qs.as_dict(packed=True).values():
-                if isinstance(v, torch.Tensor):
-                    total += v.numel() * v.element_size()
-        scb = getattr(t, "SCB", None)
-        if isinstance(scb, torch.Tensor):
-            total += scb.numel() * scb.element_size()
-    return total
 
 
 # ---------------------------------------------------------------------------------------------------- int8-cpu
@@ -281,12 +292,39 @@ def _onnx_weight_stats(onnx_path: Path) -> tuple[int, int]:
     return nbytes, values
 
 
+def _linear_nodes(graph: Any) -> dict[str, int]:
+    """`{node name: weight values}` of the graph's MatMul/Gemm nodes with a constant weight (the exported Linear
+    layers), following the Identity nodes the exporter puts in front of a shared (deduplicated) initializer."""
+    import numpy as np
+
+    sizes = {init.name: int(np.prod(init.dims)) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            sizes.update({node.output[0]: int(np.prod(a.t.dims)) for a in node.attribute if a.name == "value"})
+    for node in graph.node:  # graph order is topological: an Identity's input is resolved before it is used
+        if node.op_type == "Identity" and node.input[0] in sizes:
+            sizes[node.output[0]] = sizes[node.input[0]]
+    return {node.name: sizes[node.input[1]] for node in graph.node
+            if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 and node.input[1] in sizes}
+
+
+def _module_of(node_name: str) -> str:
+    """The module a torch.onnx node came from: `/bert/encoder/layer.0/attention/self/query/MatMul` →
+    `bert.encoder.layer.0.attention.self.query`."""
+    return ".".join(node_name.strip("/").split("/")[:-1])
+
+
 def export_int8_cpu(model: torch.nn.Module, tokenizer: Any, out: Path, *, per_channel: bool = True,
                     quantize_embeddings: bool = True, sample_texts: Iterable[str] = ("a short example sentence",),
                     max_seq_length: int = 128, opset: int = 17) -> dict[str, Any]:
     """Export `model` (fp32, any Auto sequence classifier) to ONNX, quantize its weights to int8 with ONNX Runtime's
     dynamic quantization (activations quantized per batch at run time), and write `out/model.onnx`, config,
-    tokenizer and `int8_cpu.json`. The fp32 export is checked against PyTorch before quantizing."""
+    tokenizer and `int8_cpu.json`. The fp32 export is checked against PyTorch before quantizing.
+
+    Linear layers without weights (a pruned layer's removed attention or FFN) are left out of the quantization:
+    ONNX Runtime's quantizer fails on them (empty FFN) or, for an empty attention, writes a graph whose outputs are
+    silently wrong. The facts include `quantized_weight_fraction` (of the encoder's linear weights, read back
+    from the quantized graph)."""
     import numpy as np
 
     onnx, ort = require_onnxruntime()
@@ -320,10 +358,14 @@ def export_int8_cpu(model: torch.nn.Module, tokenizer: Any, out: Path, *, per_ch
         if export_diff > 1e-3 * max(1.0, float(np.abs(ref).max())):
             raise ModelError(f"int8-cpu: the ONNX export disagrees with PyTorch (max |Δlogit| {export_diff:.2e})")
         op_types = ["MatMul", "Gemm", "Attention"] + (["Gather"] if quantize_embeddings else [])
+        linear = _linear_nodes(onnx.load(str(fp32)).graph)
+        empty = sorted(name for name, size in linear.items() if size == 0)
         with warnings.catch_warnings(), _quiet_root_logger():  # "consider pre-processing": measured, no gain
             warnings.simplefilter("ignore")
             quantize_dynamic(str(fp32), str(Path(tmp) / INT8_CPU_FILE), weight_type=QuantType.QInt8,
-                             per_channel=per_channel, op_types_to_quantize=op_types)
+                             per_channel=per_channel, op_types_to_quantize=op_types, nodes_to_exclude=empty)
+        still_float = set(_linear_nodes(onnx.load(str(Path(tmp) / INT8_CPU_FILE)).graph))
+        quantized = [_module_of(name) for name in linear if name not in still_float]
         os.replace(Path(tmp) / INT8_CPU_FILE, out / INT8_CPU_FILE)
     nbytes, _ = _onnx_weight_stats(out / INT8_CPU_FILE)
     int8 = _session(out / INT8_CPU_FILE, 1).run(["logits"], {k: v.numpy() for k, v in example.items()})[0]
@@ -335,7 +377,9 @@ def export_int8_cpu(model: torch.nn.Module, tokenizer: Any, out: Path, *, per_ch
             "onnxruntime": ort.__version__, "onnx": onnx.__version__}
     (out / INT8_CPU_META).write_text(json.dumps(meta, indent=2) + "\n")
     return {**meta, "export_max_abs_diff": export_diff,
-            "int8_max_abs_diff_on_samples": float(np.abs(ref - int8).max())}
+            "int8_max_abs_diff_on_samples": float(np.abs(ref - int8).max()),
+            "skipped_empty": [_module_of(name) for name in empty],
+            **quantized_fraction(linear_shapes(model), quantized)}
 
 
 # ---------------------------------------------------------------------------------------------- LoRA recovery

@@ -74,6 +74,8 @@ class Recipe(BaseModel):
                                             description="Evaluate on the first N dev rows.")
     max_seq_length: int = Field(default=128, gt=0, le=512, description="Tokens per example (truncation).")
     latency_samples: int = Field(default=50, ge=30, description="Dev examples timed one by one (batch size 1).")
+    latency_threads: int = Field(default=1, ge=1, description="CPU threads for the latency figure (fixed and "
+                                                              "recorded; speed-ups compare like with like).")
     stages: list[StageUnion] = Field(min_length=1, description="Ordered stages; each names its kind.")
     publish: Optional[PublishConfig] = Field(default=None, description="Where to push the models (see below).")
 

@@ -6,11 +6,12 @@ Foundation layer: imports only `hfdistill.folder`. The full `Recipe` (which unio
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from hfdistill.folder import find_run_models
 
@@ -38,9 +39,9 @@ class PublishConfig(BaseModel):
         default=None,
         description="Hub URL; `embedded` = the embedded Hub serving `storage` (no account needed); default: "
                     "huggingface_hub's endpoint (HF_ENDPOINT, else https://huggingface.co).")
-    storage: Path = Field(default=Path("hub-storage"),
+    storage: Path = Field(default=Path("hub-storage"), validate_default=True,
                           description="Folder of the embedded Hub when `endpoint: embedded` (relative to the "
-                                      "current directory).")
+                                      "recipe file, like every path in a recipe).")
     repo_prefix: Optional[str] = Field(
         default=None,
         description="`namespace/prefix` → repos `namespace/prefix-<stage>-<task>`; a bare `namespace` → "
@@ -55,6 +56,13 @@ class PublishConfig(BaseModel):
     commit_message: Optional[str] = Field(default=None,
                                           description="Commit title (default: `hfdistill: <stage>/<task> of "
                                                       "<recipe>`).")
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_beside_the_recipe(cls, v: Path, info: ValidationInfo) -> Path:
+        base = (info.context or {}).get("base_dir")
+        v = Path(os.path.expanduser(str(v)))
+        return v if v.is_absolute() or base is None else (Path(base) / v).resolve()
 
     @field_validator("endpoint")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -117,7 +118,7 @@ def train(model: torch.nn.Module, dataset: Any, loss_fn: LossFn, args: TrainingA
             warnings.simplefilter("ignore")
             for _ in range(step):
                 scheduler.step()
-        ctx.log(f"{desc}: resumed from checkpoint at step {step}/{total_steps}")
+        ctx.log(f"resuming {desc} from step {step}/{total_steps} (checkpoint {ckpt.name})")
     resumed_from = step
 
     start = time.time()
@@ -127,38 +128,47 @@ def train(model: torch.nn.Module, dataset: Any, loss_fn: LossFn, args: TrainingA
                dynamic_ncols=True, mininterval=2.0)
     pmodel.train()
     epoch = step // steps_per_epoch
-    while step < total_steps:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        batches = loader
-        done_in_epoch = step - epoch * steps_per_epoch
-        if done_in_epoch > 0:  # resume mid-epoch: skip the batches already seen
-            batches = accelerator.skip_first_batches(loader, done_in_epoch * args.gradient_accumulation_steps)
-        for batch in batches:
-            with accelerator.accumulate(pmodel):
-                loss, logs = loss_fn(pmodel, batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(pmodel.parameters(), args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            window.append(loss.detach().float().item())
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            step += 1
-            bar.update(1)
-            if step % args.log_every == 0 or step == total_steps:
-                last_loss = sum(window) / len(window)
-                window.clear()
-                extra = " ".join(f"{k}={v:.4f}" for k, v in logs.items())
-                bar.set_postfix(loss=f"{last_loss:.4f}")
-                ctx.log(f"{desc} step {step}/{total_steps} loss={last_loss:.4f} {extra}".rstrip())
-            if step % args.checkpoint_every == 0 and step < total_steps:
-                _save_checkpoint(accelerator, ckpt_root, step)
-            if step >= total_steps:
-                break
-        epoch += 1
+    try:
+        while step < total_steps:
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+            batches = loader
+            done_in_epoch = step - epoch * steps_per_epoch
+            if done_in_epoch > 0:  # resume mid-epoch: skip the batches already seen
+                batches = accelerator.skip_first_batches(loader, done_in_epoch * args.gradient_accumulation_steps)
+            for batch in batches:
+                with accelerator.accumulate(pmodel):
+                    loss, logs = loss_fn(pmodel, batch)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(pmodel.parameters(), args.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                window.append(loss.detach().float().item())
+                if not accelerator.sync_gradients:
+                    continue
+                scheduler.step()
+                step += 1
+                bar.update(1)
+                if step % args.log_every == 0 or step == total_steps:
+                    last_loss = sum(window) / len(window)
+                    window.clear()
+                    extra = " ".join(f"{k}={v:.4f}" for k, v in logs.items())
+                    bar.set_postfix(loss=f"{last_loss:.4f}")
+                    ctx.log(f"{desc} step {step}/{total_steps} loss={last_loss:.4f} {extra}".rstrip())
+                if step % args.checkpoint_every == 0 and step < total_steps:
+                    _save_checkpoint(accelerator, ckpt_root, step)
+                if step >= total_steps:
+                    break
+            epoch += 1
+    except KeyboardInterrupt:
+        _, kept = _latest_checkpoint(ckpt_root)
+        if accelerator.is_main_process:
+            print(f"{desc}: interrupted — " + (f"checkpoint at step {kept} kept, re-run the recipe to resume"
+                                               if kept else "no checkpoint yet (one is saved every "
+                                               f"{args.checkpoint_every} steps): a re-run starts this stage afresh"),
+                  file=sys.stderr, flush=True)
+        raise
     bar.close()
     if window:
         last_loss = sum(window) / len(window)

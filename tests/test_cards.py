@@ -93,3 +93,38 @@ def test_card_without_repo_ids_loads_from_the_local_folder(tiny_run):
     text = write_card(folder).read_text()
     assert f'from_pretrained("{folder.resolve()}")' in text
     assert metadata_load(folder / "README.md")["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_how_to_use_an_int8_cpu_model_is_plain_code(tiny_run):
+    folder = tiny_run / "student-8bit" / "sst2"
+    (folder / "model.onnx").write_bytes(b"an ONNX graph")  # what makes the card an int8-cpu card
+    text = write_card(folder, repo_ids=IDS).read_text()
+    assert "__import__" not in text
+    assert 'path = snapshot_download("me/tinyrun-student-8bit-sst2")\n' in text
+    assert "from huggingface_hub import snapshot_download\n" in text
+    local = write_card(folder).read_text()  # no repo yet: the code loads the folder itself
+    assert f'path = "{folder.resolve()}"\n' in local and "snapshot_download" not in local
+
+
+def test_how_to_use_names_hf_endpoint_on_the_embedded_hub_and_no_pull_for_unpublished_cards(tiny_run):
+    from hfdistill.publish.cards import write_card
+    from hfdistill.schema import PublishConfig
+
+    folder = tiny_run / "student" / "sst2"
+    text = write_card(folder).read_text()  # no repo id known: an unpublished card
+    assert "hfdistill pull" not in text and "has not been published" in text
+    text = write_card(folder, repo_ids={folder: "local/tinyrun-student-sst2"},
+                      publish=PublishConfig(endpoint="embedded")).read_text()
+    assert "HF_ENDPOINT=http://127.0.0.1:8787" in text
+    assert "hfdistill pull local/tinyrun-student-sst2 --verify --endpoint embedded" in text
+    text = write_card(folder, repo_ids={folder: "me/tinyrun-student-sst2"}, publish=PublishConfig()).read_text()
+    assert "HF_ENDPOINT" not in text and "hfdistill pull me/tinyrun-student-sst2 --verify`" in text
+
+
+def test_every_card_lists_the_runs_models_of_its_task_with_the_teacher_as_reference(tiny_run):
+    from hfdistill.publish.cards import write_card
+
+    text = write_card(tiny_run / "teacher" / "sst2").read_text()
+    table = text.split("| model |", 1)[1].split("\n\n", 1)[0]
+    assert "teacher (this model)" in table and "student " in table and "student-8bit" in table
+    assert "2.00×" in table and "2.50×" in table  # speed-ups against the teacher (4.0 ms → 2.0 / 1.6 ms)

@@ -155,6 +155,34 @@ def test_cache_is_invalidated_when_any_key_changes(workspace, cache_teacher, tmp
     assert teacher_outputs(cache_teacher, data, 32, tmp_path).from_cache
 
 
+def test_task_collator_gives_row_i_the_teacher_outputs_of_example_idx_i(tmp_path):
+    """Batches come shuffled: row i must get the teacher's logits and hidden states of its own example."""
+    from hfdistill.distillation.teacher_cache import TeacherOutputs
+    from hfdistill.stages.distill import TaskCollator
+
+    lengths = [3, 5, 2, 4, 1]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    # hidden state of example e, token k, stored layer l = 100·e + 10·l + k (every value tells where it came from)
+    hidden = np.array([[[100 * e + 10 * layer + k] * 2 for layer in range(3)]
+                       for e, n in enumerate(lengths) for k in range(n)], dtype=np.float16)
+    logits = torch.tensor([[float(e), -float(e)] for e in range(5)])
+    cache = TeacherOutputs(logits, offsets, hidden, [1, 2, 3], tmp_path, True)
+    order = [3, 0, 4, 1]
+    examples = [{"input_ids": list(range(1, lengths[e] + 1)), "attention_mask": [1] * lengths[e], "idx": e,
+                 "labels": e % 2} for e in order]
+    batch = TaskCollator(0, cache, regression=False, hidden_slots=[2, 0])(examples)
+    assert batch["teacher_logits"].tolist() == [[e, -e] for e in order]
+    assert batch["labels"].tolist() == [e % 2 for e in order]
+    assert batch["teacher_hidden"].shape == (4, 5, 2, 2)  # [batch, longest, slots, dim]
+    for i, e in enumerate(order):
+        n = lengths[e]
+        for j, layer in enumerate([2, 0]):
+            assert batch["teacher_hidden"][i, :n, j, 0].tolist() == [100 * e + 10 * layer + k for k in range(n)]
+        assert torch.all(batch["teacher_hidden"][i, n:] == 0) and batch["attention_mask"][i].sum() == n
+    regression = TaskCollator(0, cache, regression=True, hidden_slots=None)(examples)
+    assert regression["labels"].dtype == torch.float32 and regression["idx"].tolist() == order
+
+
 # ---------------------------------------------------------------------------------------------------- whole runs
 def run_recipe(recipe: dict):
     from hfdistill.pipeline import run
@@ -195,35 +223,62 @@ def test_bert_architecture_and_random_init_students(workspace):
                                      distill_stage(name="bert-student", architecture="bert", layers=[1, 3],
                                                    **{"from": "teacher"}),
                                      distill_stage(name="random-student", init="random", alpha_cos=0,
+                                                   **{"from": "teacher"}),
+                                     distill_stage(name="last-student", layers=[0, 2], cos_layers="last",
                                                    **{"from": "teacher"})],
                          tasks=("mrpc",), name="variants")
     run_recipe(recipe)
     run_dir = Path(recipe["output_dir"])
+    # `last` aligns the student's output with the teacher's output (hidden state 4 of a 4-layer teacher), not
+    # with the teacher layer the student's last layer was copied from (layer 2 → hidden state 3)
+    info = json.loads((run_dir / "last-student" / "mrpc" / "lineage.json").read_text())["info"]
+    assert info["layers"] == [0, 2] and info["cos_pairs"] == [[2, 4]]
     bert = AutoModelForSequenceClassification.from_pretrained(run_dir / "bert-student" / "mrpc")
     assert type(bert).__name__ == "BertForSequenceClassification" and bert.config.type_vocab_size == 1
     info = json.loads((run_dir / "random-student" / "mrpc" / "lineage.json").read_text())["info"]
     assert info["init"] == "random" and info["cos_pairs"] == []
 
 
-def test_regression_task_distils_with_mse(tmp_path):
-    root = tmp_path
-    stsb = root / "glue" / "STS-B"
-    stsb.mkdir(parents=True)
-    # STS-B is not among the shared files: build a tiny one from MRPC pairs with scores from their labels
-    rows = (GLUE / "MRPC" / "train.tsv").read_text(encoding="utf-8-sig").splitlines()[1:81]
-    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
-    for split, part in (("train", rows[:64]), ("dev", rows[64:])):
-        body = "".join(f"{i}\tg\tf\ty\t{i}\ts\ts\t{r.split(chr(9))[3]}\t{r.split(chr(9))[4]}\t"
-                       f"{4.0 * int(r.split(chr(9))[0]) + 0.5}\n" for i, r in enumerate(part))
-        (stsb / f"{split}.tsv").write_text(header + body)
-    tiny_bert(root / "base")
-    recipe = recipe_dict(root, [{**FINETUNE, "max_steps": 8}, distill_stage(max_steps=6)], tasks=("stsb",),
-                         name="stsb")
+@torch.no_grad()
+def _predict(folder: Path, pairs: list[tuple[str, str]]) -> torch.Tensor:
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    enc = tok([a for a, _ in pairs], [b for _, b in pairs], padding=True, return_tensors="pt")
+    return model(**enc).logits.squeeze(-1)
+
+
+def test_regression_student_learns_the_teachers_scores_not_the_labels(tmp_path):
+    """STS-B (fixture files): with only the teacher's term (α_ce) the student's scores move to the teacher's. The
+    teacher's scores are far from the gold labels (an untrained but saved regression head), so a path that fits
+    the labels, or ignores the teacher, does not get closer."""
+    from tests.conftest import FIXTURE_GLUE
+
+    torch.manual_seed(1)
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert(tmp_path / "base"), num_labels=1)
+    with torch.no_grad():
+        teacher.classifier.bias.fill_(-1.5)  # gold scores are 0..5
+    teacher.save_pretrained(tmp_path / "teacher")
+    copy_tokenizer(tmp_path / "base", tmp_path / "teacher")
+    recipe = {"name": "stsb", "model": str(tmp_path / "teacher"), "tasks": ["stsb"], "glue_dir": str(FIXTURE_GLUE),
+              "output_dir": str(tmp_path / "run"), "max_seq_length": 48, "latency_samples": 30,
+              "stages": [distill_stage(max_steps=30, batch_size=4, learning_rate=2e-3, alpha_ce=1.0, alpha_hard=0.0,
+                                       alpha_cos=0.0, init="random", log_every=20)]}
     run_recipe(recipe)
-    folder = Path(recipe["output_dir"]) / "student" / "stsb"
-    model = AutoModelForSequenceClassification.from_pretrained(folder)
-    assert model.config.num_labels == 1
-    assert np.isfinite(json.loads((folder / "lineage.json").read_text())["info"]["train_loss"])
+    data = glue.load_task("stsb", glue_dir=FIXTURE_GLUE)
+    pairs = list(zip(data.train["sentence1"], data.train["sentence2"]))
+    labels = torch.tensor(data.train["label"])
+    t = _predict(tmp_path / "teacher", pairs)
+    s = _predict(tmp_path / "run" / "student" / "stsb", pairs)
+    before, _ = __import__("hfdistill.distillation.student", fromlist=["build_student"]).build_student(
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "teacher"), init="random", seed=42)
+    enc = AutoTokenizer.from_pretrained(tmp_path / "run" / "student" / "stsb")(
+        [a for a, _ in pairs], [b for _, b in pairs], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        s0 = before.eval()(**enc).logits.squeeze(-1)
+    assert ((t - labels) ** 2).mean() > 9.0                             # the teacher is far from the labels
+    assert ((s - t) ** 2).mean() < 0.2 * ((s0 - t) ** 2).mean(), (s0, s, t)   # the student came to the teacher
+    info = json.loads((tmp_path / "run" / "student" / "stsb" / "lineage.json").read_text())["info"]
+    assert info["steps"] == 30 and info["loss_weights"] == {"alpha_ce": 1.0, "alpha_hard": 0.0, "alpha_cos": 0.0}
 
 
 # ---------------------------------------------------------------------------------------------------- resume, DDP
@@ -254,10 +309,52 @@ def test_sigkill_mid_stage_resumes_from_last_checkpoint(workspace, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = done.stdout + done.stderr
     assert "teacher: complete, skipped" in log
-    assert "resumed from checkpoint at step" in log
     lineage = json.loads((tmp_path / "run" / "student" / "sst2" / "lineage.json").read_text())
     assert lineage["info"]["resumed_from_step"] >= 4 and lineage["info"]["steps"] == 60
     assert lineage["info"]["teacher_cache"]["reused"]
+
+    # the resumed student is the one an uninterrupted run makes, bit for bit
+    whole = {**recipe, "output_dir": str(tmp_path / "whole")}
+    (tmp_path / "whole.yaml").write_text(yaml.safe_dump(whole))
+    done = subprocess.run(_cli(tmp_path / "whole.yaml"), cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert_same_weights(tmp_path / "run" / "student" / "sst2", tmp_path / "whole" / "student" / "sst2")
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"{len(different)} of {len(wa)} tensors differ, e.g. {different[:3]}"
+
+
+def test_a_resumed_stage_equals_an_uninterrupted_one_exactly(workspace, tmp_path, monkeypatch):
+    """Interrupted right after its step-8 checkpoint and run again, the student is bit-identical to one trained
+    without interruption (same process: same threads, same kernels)."""
+    from hfdistill import training
+
+    stages = [FINETUNE, distill_stage(max_steps=14, checkpoint_every=4)]
+    run_recipe(recipe_dict(workspace, stages, name="whole", output_dir=str(tmp_path / "whole")))
+
+    save = training._save_checkpoint
+
+    def crash_after_step_8(accelerator, ckpt_root, step):
+        save(accelerator, ckpt_root, step)
+        if step == 8 and "student" in str(ckpt_root):
+            raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(training, "_save_checkpoint", crash_after_step_8)
+    interrupted = recipe_dict(workspace, stages, name="resumed", output_dir=str(tmp_path / "resumed"))
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(interrupted)
+    monkeypatch.setattr(training, "_save_checkpoint", save)
+    run_recipe(interrupted)
+    info = json.loads((tmp_path / "resumed" / "student" / "sst2" / "lineage.json").read_text())["info"]
+    assert info["resumed_from_step"] == 8 and info["steps"] == 14
+    assert_same_weights(tmp_path / "resumed" / "student" / "sst2", tmp_path / "whole" / "student" / "sst2")
 
 
 @pytest.mark.slow

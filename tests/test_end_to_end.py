@@ -10,11 +10,13 @@ import yaml
 from hfdistill.folder import ModelFolder
 from hfdistill.publish.pull import pull
 from hfdistill.pipeline import run
+from tests.hub_fixtures import TOKEN
 
 
 def test_recipe_chain_publishes_every_model_and_pull_verify_reproduces_the_card(
         tiny_bert, glue_dir, tmp_path, hub_server, monkeypatch):
     monkeypatch.setenv("HFDISTILL_GLUE_DIR", str(glue_dir))
+    monkeypatch.setenv("HFDISTILL_PUBLISH_TOKEN", TOKEN)  # the recipe names the endpoint: opt in to a token
     recipe = tmp_path / "chain.yaml"
     recipe.write_text(yaml.safe_dump({
         "name": "chain", "model": str(tiny_bert), "tasks": ["mrpc"], "max_seq_length": 64,
@@ -26,7 +28,7 @@ def test_recipe_chain_publishes_every_model_and_pull_verify_reproduces_the_card(
              "num_examples": 32},
             {"name": "student-8bit", "kind": "quantize", "from": "student", "method": "bnb-8bit"},
         ],
-        "publish": {"endpoint": hub_server.url, "repo_prefix": "tester/chain"},
+        "publish": {"endpoint": hub_server.url, "repo_prefix": "local/chain"},
     }))
     results = run(recipe)
     assert [(r.name, r.skipped) for r in results] == [("teacher", False), ("student", False), ("pruned", False),
@@ -46,12 +48,13 @@ def test_recipe_chain_publishes_every_model_and_pull_verify_reproduces_the_card(
 
     api = HfApi(endpoint=hub_server.url)
     for r in results:
-        files = set(api.list_repo_files(f"tester/chain-{r.name}-mrpc"))
+        files = set(api.list_repo_files(f"local/chain-{r.name}-mrpc"))
         assert {"README.md", "config.json", "metrics.json", "lineage.json"} <= files
 
-    # pull the student back, check hashes, re-run the evaluation its card claims on the real GLUE data
-    got = pull("tester/chain-student-mrpc", local_dir=tmp_path / "pulled", endpoint=hub_server.url, verify=True)
-    assert got.ok and got.verified and not got.hash_mismatches and got.checks
+    # pull the student back, check hashes, re-run the evaluation its card claims on the same 40 GLUE dev rows
+    got = pull("local/chain-student-mrpc", local_dir=tmp_path / "pulled", endpoint=hub_server.url, verify=True,
+               max_samples=40)
+    assert got.ok and got.verified and not got.hash_mismatches and got.checks and got.examples == {"mrpc": 40}
     assert all(c.ok for c in got.checks)
     from transformers import AutoModelForSequenceClassification
 
@@ -66,5 +69,6 @@ def test_recipe_chain_publishes_every_model_and_pull_verify_reproduces_the_card(
     from hfdistill.hub import push_run
 
     push_run(tmp_path / "run")
-    bad = pull("tester/chain-student-mrpc", local_dir=tmp_path / "pulled2", endpoint=hub_server.url, verify=True)
+    bad = pull("local/chain-student-mrpc", local_dir=tmp_path / "pulled2", endpoint=hub_server.url, verify=True,
+               max_samples=40)
     assert bad.verified and not bad.ok

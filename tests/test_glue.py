@@ -130,7 +130,7 @@ def test_macro_score_is_mean_of_task_scores_times_100():
 # ------------------------------------------------------------------------------------------------ data check
 
 def test_data_check_reports_the_real_row_counts(glue_dir):
-    proc = subprocess.run([sys.executable, "-m", "hfdistill", "data", "check", "--glue-dir", str(glue_dir)],
+    proc = subprocess.run([sys.executable, "-m", "hfdistill", "data", "check", "--glue-dir", str(glue_dir), "--json"],
                           capture_output=True, text=True, check=True)
     report = json.loads(proc.stdout)
     counts = {t: e["splits"] for t, e in report["tasks"].items()}
@@ -147,7 +147,7 @@ def test_data_check_reports_the_real_row_counts(glue_dir):
 def test_data_check_names_malformed_files_instead_of_crashing(tmp_path, fixture_glue_dir):
     shutil.copytree(fixture_glue_dir, tmp_path, dirs_exist_ok=True)
     (tmp_path / "QQP" / "dev.tsv").write_text("id\tquestion1\n1\tonly\n")
-    proc = subprocess.run([sys.executable, "-m", "hfdistill", "data", "check", "--glue-dir", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "hfdistill", "data", "check", "--glue-dir", str(tmp_path), "--json"],
                           capture_output=True, text=True)
     assert proc.returncode == 1
     report = json.loads(proc.stdout)
@@ -185,7 +185,7 @@ def test_data_check_of_a_folder_without_glue_tasks_says_what_it_expects(tmp_path
     import sys
 
     (tmp_path / "sst2").mkdir()  # a plausible mistake: lower-case task names instead of GLUE's folder names
-    proc = subprocess.run([sys.executable, "-m", "hfdistill", "data", "check", "--glue-dir", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "hfdistill", "data", "check", "--glue-dir", str(tmp_path), "--json"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     report = json.loads(proc.stdout)

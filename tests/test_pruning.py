@@ -112,6 +112,78 @@ def test_once_units_are_masked_kl_scores_live_units_and_zero_for_pruned():
     assert (heads[0][1:] > 0).all() and (torch.cat(heads[1:]) > 0).all()
 
 
+def _finite_difference_importance(model, batches, per_example, head_masks, ffn_masks, eps=1e-4):
+    """IS(Θ) = mean_x |∂L(x)/∂α| at α = 1, with α scaling one unit through its mask, by central differences —
+    an independent reference for `importance_scores` (no autograd, no gates' gradients). Pruned units: 0."""
+    def losses(hm, fm):
+        with torch.no_grad(), pruning.Gates(model, hm, fm):
+            return torch.cat([per_example(pruning._forward(model, b), b, i) for i, b in enumerate(batches)])
+
+    def scores(masks, other, heads):
+        out = []
+        for i, m in enumerate(masks):
+            layer = torch.zeros(m.numel(), dtype=torch.float64)
+            for j in range(m.numel()):
+                if m[j] == 0:
+                    continue
+                up, down = [x.clone() for x in masks], [x.clone() for x in masks]
+                up[i][j], down[i][j] = 1 + eps, 1 - eps
+                lu, ld = (losses(u, other) if heads else losses(other, u) for u in (up, down))
+                layer[j] = ((lu - ld) / (2 * eps)).abs().mean()
+            out.append(layer)
+        return out
+
+    return scores(head_masks, ffn_masks, True), scores(ffn_masks, head_masks, False)
+
+
+@pytest.mark.parametrize("case", ["label", "kl-first-iteration", "kl-masked", "regression-first-iteration",
+                                  "regression-masked"])
+def test_importance_scores_equal_mean_absolute_finite_difference_derivatives(case):
+    """The scoring formula itself (module docstring), checked unit by unit in float64 against central differences:
+    a dropped absolute value, a missing q_c weight, a swapped KL or a wrong mean all change these numbers."""
+    import torch.nn.functional as F
+
+    model = tiny_bert(num_labels=1 if case.startswith("regression") else 2).double()
+    batches = make_batches(2, batch_size=4)
+    head_masks, ffn_masks = pruning.full_masks(model)
+    if not case.endswith("first-iteration"):  # pruned units (fewer finite differences, and they must score 0)
+        ffn_masks = [torch.cat([torch.ones(6), torch.zeros(18)]) for _ in range(3)]
+        head_masks[0][1] = head_masks[2][3] = 0.0
+    with torch.no_grad():
+        original = [pruning._forward(model, b) for b in batches]  # q: the unmasked model
+    kwargs = dict(loss="label" if case == "label" else "kl", head_masks=head_masks, ffn_masks=ffn_masks,
+                  original_logits=original)
+    heads, ffn = pruning.importance_scores(model, batches, **kwargs)
+
+    if case == "label":
+        ref = _finite_difference_importance(model, batches, lambda z, b, i: F.cross_entropy(
+            z, b["labels"], reduction="none"), head_masks, ffn_masks)
+    elif case == "kl-first-iteration":
+        ref_h = [torch.zeros(4, dtype=torch.float64) for _ in range(3)]
+        ref_f = [torch.zeros(24, dtype=torch.float64) for _ in range(3)]
+        for c in range(2):  # Σ_c q_c(x) |∂(−log p_c(x))/∂α|: per class, weighted per example
+            def loss_c(z, b, i, c=c):
+                q_c = torch.softmax(original[i], -1)[:, c]
+                return -torch.log_softmax(z, -1)[:, c] * q_c  # q_c ≥ 0: |q_c·d| = q_c·|d|
+            rh, rf = _finite_difference_importance(model, batches, loss_c, head_masks, ffn_masks)
+            ref_h = [a + b for a, b in zip(ref_h, rh)]
+            ref_f = [a + b for a, b in zip(ref_f, rf)]
+        ref = (ref_h, ref_f)
+    elif case == "kl-masked":
+        ref = _finite_difference_importance(model, batches, lambda z, b, i: F.kl_div(
+            torch.log_softmax(z, -1), torch.log_softmax(original[i], -1), reduction="none",
+            log_target=True).sum(-1), head_masks, ffn_masks)
+    elif case == "regression-first-iteration":
+        ref = _finite_difference_importance(model, batches, lambda z, b, i: z[:, 0], head_masks, ffn_masks)
+    else:
+        ref = _finite_difference_importance(model, batches, lambda z, b, i: (z[:, 0] - original[i][:, 0]) ** 2,
+                                            head_masks, ffn_masks)
+    for got, want in zip(heads + ffn, ref[0] + ref[1]):
+        assert torch.allclose(got.double(), want, rtol=2e-3, atol=1e-9), (case, got, want)
+    flat = torch.cat(heads)
+    assert (flat[torch.cat(head_masks) == 0] == 0).all() and (flat[torch.cat(head_masks) > 0] > 0).all()
+
+
 def test_label_loss_without_labels_is_refused():
     batches = [{k: v for k, v in b.items() if k != "labels"} for b in make_batches()]
     with pytest.raises(RecipeError, match="labelled"):
@@ -131,6 +203,10 @@ def test_even_targets_give_every_layer_the_same_size():
     assert pruning.resolve_target("target_heads", 6, None, [4, 4, 4], even=True) == [2, 2, 2]
     assert pruning.resolve_target("target_ffn", None, 0.5, [24, 24, 24], even=True) == [12, 12, 12]
     assert pruning.resolve_target("target_ffn", None, 0.5, [24, 24, 24], even=False) == 36
+    # sparsity is the fraction removed
+    assert pruning.resolve_target("target_ffn", None, 0.25, [24, 24, 24], even=False) == 54
+    assert pruning.resolve_target("target_ffn", None, 0.25, [24, 24, 24], even=True) == [18, 18, 18]
+    assert pruning.resolve_target("target_heads", None, None, [4, 4, 4], even=False) is None
 
 
 @pytest.mark.parametrize("target, even, message", [
@@ -141,6 +217,74 @@ def test_even_targets_give_every_layer_the_same_size():
 def test_impossible_targets_are_refused_with_the_field_named(target, even, message):
     with pytest.raises(RecipeError, match=message):
         pruning.resolve_target("target_heads", target, None, [4, 4, 4], even)
+
+
+def test_targets_in_range_pass_through_as_ints_and_the_limits_are_inclusive():
+    resolve = pruning.resolve_target
+    assert resolve("target_heads", 6, None, [4, 4, 4], even=False) == 6  # a total: global ranking
+    assert resolve("target_heads", 0, None, [4, 4, 4], even=False) == 0
+    assert resolve("target_heads", 12, None, [4, 4, 4], even=False) == 12
+    assert resolve("target_heads", 12, None, [4, 4, 4], even=True) == [4, 4, 4]  # every head of every layer
+    got = resolve("target_heads", [0, 2, 4], None, [4, 4, 4], even=False)
+    assert got == [0, 2, 4] and all(type(t) is int for t in got)
+    assert all(type(t) is int for t in resolve("target_heads", 6, None, [4, 4, 4], even=True))
+    for bad, index in (([5, 2, 2], 0), ([2, -1, 2], 1), ([2, 2, 5], 2)):
+        with pytest.raises(RecipeError, match=rf"target_heads\[{index}\]: must be between 0 and the layer's current "
+                                              rf"size 4, got {bad[index]}"):
+            resolve("target_heads", bad, None, [4, 4, 4], even=False)
+    with pytest.raises(RecipeError, match="between 0 and the model's current total 12, got -1"):
+        resolve("target_heads", -1, None, [4, 4, 4], even=False)
+    with pytest.raises(RecipeError, match="target_ffn: 3 per layer exceeds a layer's current size 2"):
+        resolve("target_ffn", 9, None, [4, 2, 4], even=True)
+
+
+def test_selection_never_revives_pruned_units_whatever_their_scores():
+    # pruned units carry the highest scores here: a selection that looked at them would pick them first
+    scores = [torch.tensor([9., 1, 2, 3]), torch.tensor([9., 9, 9, 9]), torch.tensor([9., 1, 2, 3, 4, 5])]
+    masks = [torch.tensor([0., 1, 1, 1]), torch.zeros(4), torch.tensor([0., 1, 1, 1, 1, 1])]
+    for keep, step in ((5, 1), (6, 2), ([2, 1, 4], 1), ([2, 1, 4], 2)):
+        new = pruning.select(scores, masks, keep, min_per_layer=1, multiple_of=step)
+        for n, m in zip(new, masks):
+            assert not (n[m == 0] > 0).any(), (keep, step, new)
+        assert int(new[1].sum()) == 0  # an empty layer stays empty, floor or not
+    new = pruning.select(scores, masks, 5, min_per_layer=1)
+    assert new[0].tolist() == [0, 0, 1, 1] and new[2].tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_partial_blocks_and_list_floors():
+    # a layer of 6 units in blocks of 4: a full block (best 4) and a partial one (the last 2)
+    scores = [torch.tensor([6., 5, 4, 3, 2, 1]), torch.tensor([.5, .4, .3, .2, .1, .05])]
+    ones = [torch.ones(6), torch.ones(6)]
+    assert sizes_of(pruning.select(scores, ones, keep=6, multiple_of=4)) == [6, 0]  # 4 + the partial 2
+    assert sizes_of(pruning.select(scores, ones, keep=12, multiple_of=4)) == [6, 6]
+    assert sizes_of(pruning.select(scores, ones, keep=4, multiple_of=4)) == [4, 0]
+    # a per-layer list is raised to the floor (the default floor is 0)
+    assert sizes_of(pruning.select(scores, ones, [1, 5], min_per_layer=3)) == [3, 5]
+    assert sizes_of(pruning.select(scores, ones, 1)) == [1, 0]
+
+
+def sizes_of(masks) -> list[int]:
+    return [int(m.sum()) for m in masks]
+
+
+def test_scores_reach_every_layer_around_an_empty_one_and_single_units():
+    """A model pruned before (layer 1 without heads, layer 2 without FFN; single units elsewhere) is scored again:
+    every live unit gets a positive score, a single head or neuron is gated like any other."""
+    head_masks = [torch.tensor([0., 0, 1, 0]), torch.zeros(4), torch.ones(4)]
+    ffn_masks = [torch.ones(24), torch.tensor([1.] + [0.] * 23), torch.zeros(24)]
+    model = pruning.build_pruned_model(tiny_bert(), head_masks, ffn_masks)
+    assert pruning.layer_sizes(model) == ([1, 0, 4], [24, 1, 0])
+    batches = make_batches()
+    for kwargs in ({"loss": "label"}, {}):  # the default loss is kl
+        heads, ffn = pruning.importance_scores(model, batches, **kwargs)
+        assert [h.numel() for h in heads] == [1, 0, 4] and [f.numel() for f in ffn] == [24, 1, 0]
+        assert all((x > 0).all() for x in heads + ffn), (heads, ffn)
+    full = torch.cat(pruning.predict_logits(model, batches))
+    no_single_head = torch.cat(pruning.predict_logits(model, batches, [torch.zeros(1), torch.zeros(0), torch.ones(4)],
+                                                      [torch.ones(24), torch.ones(1), torch.zeros(0)]))
+    no_single_neuron = torch.cat(pruning.predict_logits(model, batches, [torch.ones(1), torch.zeros(0), torch.ones(4)],
+                                                        [torch.ones(24), torch.zeros(1), torch.zeros(0)]))
+    assert not torch.equal(full, no_single_head) and not torch.equal(full, no_single_neuron)  # the masks act
 
 
 def test_iterative_pruning_reaches_the_targets_step_by_step():

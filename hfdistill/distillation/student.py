@@ -325,6 +325,20 @@ def matched_hidden_layers(layers: Sequence[int]) -> list[tuple[int, int]]:
     return [(j + 1, i + 1) for j, i in enumerate(layers)]
 
 
+def cosine_pairs(layers: Sequence[int], num_teacher_layers: int, which: str = "matched") -> list[tuple[int, int]]:
+    """The (student, teacher) hidden-state pairs L_cos aligns.
+
+    `matched`: every kept layer with the teacher layer it was copied from (`matched_hidden_layers`).
+    `last`: the student's output with the teacher's output, `student[len(layers)] ↔ teacher[num_teacher_layers]`,
+    whichever layers are kept (DistilBERT aligns the last hidden states), so [0, 2, 4] of 6 gives (3, 6).
+    """
+    if which == "last":
+        return [(len(layers), num_teacher_layers)]
+    if which == "matched":
+        return matched_hidden_layers(layers)
+    raise ModelError(f"cos_layers: unknown {which!r} (matched or last)")
+
+
 def save_student_tokenizer(teacher_dir: Path, out: Path) -> None:
     """Save the teacher's tokenizer for the student, emitting only input_ids and attention_mask.
 
@@ -353,3 +367,18 @@ def load_teacher(teacher_dir: Path, masked_lm: bool = False, stage: str = "disti
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def load_masked_lm(path: Path, trust_remote_code: bool = False) -> tuple[nn.Module, list[str]]:
+    """A folder as a `*ForMaskedLM` model to train (the MLM-head fit), with the names of the weights the folder
+    lacked and that start freshly initialised (e.g. the packaged MiniLM's whole `cls.predictions` head)."""
+    from transformers import AutoModelForMaskedLM
+
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(str(check_model_dir(path)), output_loading_info=True,
+                                                           trust_remote_code=trust_remote_code)
+    except ModelError:
+        raise
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load {path} as a masked-LM model: {str(e).splitlines()[0]}") from None
+    return model, sorted(info.get("missing_keys") or [])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import os
 import socket
@@ -25,7 +26,12 @@ _online_lock = threading.Lock()
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket (port 0: a free one), bound before the server starts so its real port is known."""
-    return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as e:  # busy port, unknown host, no permission: one line, not a traceback
+        reason = "the port is in use (another `hub serve`?): choose another with --port" \
+            if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+        raise HubError(f"cannot serve on {host}:{port}: {reason}") from None
 
 
 @dataclass

@@ -218,6 +218,12 @@ class Operation:
     entry: FileEntry | None = None
 
 
+def is_hub_storage(root: Path) -> bool:
+    """Whether `root` holds an embedded Hub's storage (what `HubStorage` creates), without creating anything."""
+    root = Path(root)
+    return (root / "objects").is_dir() and (root / "repos" / "models").is_dir()
+
+
 class HubStorage:
     """Repos, commits, refs and blobs on disk."""
 

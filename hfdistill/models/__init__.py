@@ -38,9 +38,9 @@ def load_model(path: Path, num_labels: int | None = None, trust_remote_code: boo
 
     path = check_model_dir(Path(path))
     if formats.is_int8_cpu_folder(path):
-        return formats.load_int8_cpu(path)
+        return formats.load_int8_cpu(path, trust_remote_code=trust_remote_code)
     if formats.has_adapter(path):
-        return formats.load_with_adapter(path)
+        return formats.load_with_adapter(path, trust_remote_code)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if num_labels is not None:
         kwargs["num_labels"] = num_labels

@@ -46,12 +46,12 @@ class Int8CpuModel:
     """An int8-cpu artefact, callable like a transformers model: `model(input_ids=..., attention_mask=...)`
     returns an object with `.logits` (a torch tensor). Inference only; runs on ONNX Runtime's CPU provider."""
 
-    def __init__(self, path: Path, threads: Optional[int] = None):
+    def __init__(self, path: Path, threads: Optional[int] = None, trust_remote_code: bool = False):
         from transformers import AutoConfig
 
         self.path = Path(path)
         self.meta = json.loads((self.path / INT8_CPU_META).read_text())
-        self.config = AutoConfig.from_pretrained(str(self.path))
+        self.config = AutoConfig.from_pretrained(str(self.path), trust_remote_code=trust_remote_code)
         self.session = _session(self.path / self.meta.get("file", INT8_CPU_FILE), threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.weight_bytes = int(self.meta.get("weight_bytes", 0))
@@ -88,27 +88,53 @@ def is_int8_cpu_folder(path: Path) -> bool:
     return (Path(path) / INT8_CPU_META).is_file() and (Path(path) / INT8_CPU_FILE).is_file()
 
 
-def load_int8_cpu(path: Path, threads: Optional[int] = None) -> Int8CpuModel:
+def load_int8_cpu(path: Path, threads: Optional[int] = None, trust_remote_code: bool = False) -> Int8CpuModel:
     """Load an int8-cpu folder (`model.onnx` + config + tokenizer + `int8_cpu.json`) for inference."""
     path = Path(path)
     if not is_int8_cpu_folder(path):
         raise ModelError(f"{path}: not an int8-cpu folder (needs {INT8_CPU_FILE} and {INT8_CPU_META})")
     require_onnxruntime()
-    return Int8CpuModel(path, threads)
+    return Int8CpuModel(path, threads, trust_remote_code)
 
 
 
 
 # ---------------------------------------------------------------------------------------------------- bitsandbytes
-def load_bnb(path: Path) -> Any:
+def load_bnb(path: Path, trust_remote_code: bool = False) -> Any:
     """Reload a bitsandbytes folder with plain `from_pretrained` (the quantization config is in config.json)."""
     from transformers import AutoModelForSequenceClassification
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return AutoModelForSequenceClassification.from_pretrained(str(path), device_map="cpu").eval()
+        return AutoModelForSequenceClassification.from_pretrained(str(path), device_map="cpu",
+                                                                  trust_remote_code=trust_remote_code).eval()
 
 
+def weight_bytes(model: Any) -> int:
+    """Bytes the weights take in memory, quantization state included (4-bit absmax, code and nested scales; 8-bit
+    row scales); an int8-cpu model reports its ONNX initializers.
+
+    `get_memory_footprint()` counts only parameters and buffers, so it misses the 4-bit quantization state and the
+    8-bit row scales (on the weight before the first forward, on the module's `state` after it).
+    """
+    if hasattr(model, "weight_bytes") and not isinstance(model, torch.nn.Module):
+        return int(model.weight_bytes)
+    seen: dict[int, torch.Tensor] = {}  # by id; the tensors are kept so that no id is reused while counting
+
+    def add(t: Any) -> None:
+        if isinstance(t, torch.Tensor) and id(t) not in seen:
+            seen[id(t)] = t
+
+    for t in list(model.parameters()) + list(model.buffers()):
+        add(t)
+        qs = getattr(t, "quant_state", None)
+        if qs is not None:
+            for v in qs.as_dict(packed=True).values():
+                add(v)
+        add(getattr(t, "SCB", None))
+    for m in model.modules():
+        add(getattr(getattr(m, "state", None), "SCB", None))
+    return int(sum(t.numel() * t.element_size() for t in seen.values()))
 
 
 # ---------------------------------------------------------------------------------------------------- adapters
@@ -116,10 +142,10 @@ def has_adapter(path: Path) -> bool:
     return (Path(path) / ADAPTER_DIR / "adapter_config.json").is_file()
 
 
-def load_with_adapter(path: Path) -> Any:
+def load_with_adapter(path: Path, trust_remote_code: bool = False) -> Any:
     """A quantized folder with a recovery adapter: the quantized base from `path`, the adapter from
     `path/adapter` (`PeftModel.from_pretrained(base, adapter)`)."""
     from peft import PeftModel
 
-    base = load_bnb(path)
+    base = load_bnb(path, trust_remote_code)
     return PeftModel.from_pretrained(base, str(Path(path) / ADAPTER_DIR)).eval()

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
+from hfdistill.evaluation import clearly_above_baseline, reliable, speedup
 from hfdistill.folder import RunModel, find_run_models, load_model_folder, parent_path, read_json, run_dir_of
 from hfdistill.schema import KNOWN_BASE_IDS, PublishConfig, packaged_model_path
 
@@ -23,9 +24,12 @@ CARD_TEMPLATE = "model_card.md.j2"
 PLOT_FILE = "size_vs_score.png"
 GLUE_DATASET = "nyu-mll/glue"
 
-KIND_TAGS = {"finetune": "fine-tuned", "distill": "distillation", "prune": "pruning", "quantize": "quantization"}
-KIND_WORDS = {"finetune": "fine-tuned", "distill": "distilled", "prune": "pruned", "quantize": "quantized"}
-KIND_RELATION = {"finetune": "finetune", "distill": "finetune", "prune": "finetune", "quantize": "quantized"}
+KIND_TAGS = {"finetune": "fine-tuned", "distill": "distillation", "prune": "pruning", "quantize": "quantization",
+             "vocab": "vocabulary-pruning"}
+KIND_WORDS = {"finetune": "fine-tuned", "distill": "distilled", "prune": "pruned", "quantize": "quantized",
+              "vocab": "vocabulary-pruned"}
+KIND_RELATION = {"finetune": "finetune", "distill": "finetune", "prune": "finetune", "quantize": "quantized",
+                 "vocab": "finetune"}
 # metrics.json names → (Hub metric type, display name)
 METRIC_TYPES = {
     "accuracy": ("accuracy", "Accuracy"),
@@ -66,6 +70,8 @@ def base_license(model: RunModel, run_dir: Optional[Path]) -> Optional[str]:
     readme: Optional[Path] = None
     parent = str(model.lineage.get("base_model") or (model.lineage.get("parent")
                  if model.lineage.get("parent_kind") == "base" else "") or "")
+    if recipe.get("model") and os.path.isabs(str(recipe["model"])):
+        parent = str(recipe["model"])  # a local base folder: lineage names it by its public name only
     if parent in KNOWN_BASE_IDS:
         try:
             readme = packaged_model_path(parent) / "README.md"
@@ -107,12 +113,14 @@ def fmt_ms(m: dict[str, Any]) -> Optional[str]:
 
 
 def _public_data(data: dict[str, Any]) -> dict[str, Any]:
-    """The data record for a published card: a local GLUE folder is named by its last part, not its full path."""
+    """The data record for a published card: a local GLUE folder by its public name (`glue/SST-2@3f2a9c1e`, as
+    lineage.json records it), never its full path (older runs recorded one: only its last part is shown)."""
     src = str(data.get("source") or "")
-    if src and not src.startswith("hub:"):
-        data = {**data, "source": f"the original GLUE files (local folder `{Path(src).name}`)"}
-    elif src:
-        data = {**data, "source": src[len("hub:"):]}
+    if src.startswith("hub:"):
+        return {**data, "source": src[len("hub:"):]}
+    if src:
+        name = Path(src).name if os.path.isabs(src) else src
+        return {**data, "source": f"the original GLUE files (`{name}`)"}
     return data
 
 
@@ -122,11 +130,9 @@ def _latency(m: dict[str, Any]) -> Optional[float]:
 
 
 def _speed_ratio(ref: dict[str, Any], m: dict[str, Any]) -> Optional[float]:
-    """ref latency / m latency, only when both were measured the same way (device, threads)."""
-    a, b = _latency(ref), _latency(m)
-    same = ((ref.get("latency_ms") or {}).get("threads") == (m.get("latency_ms") or {}).get("threads")
-            and ref.get("device") == m.get("device"))
-    return a / b if a and b and same else None
+    """ref latency / m latency, only when both were measured under the same conditions (`evaluation.comparable`:
+    threads, sequence length, examples, CPU)."""
+    return speedup(ref, m)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -240,6 +246,7 @@ def _load_snippet(model: RunModel, ref: str) -> dict[str, Any]:
     quant = config.get("quantization_config") or {}
     return {
         "ref": ref,
+        "local": os.path.isabs(ref),  # a card written before the repo id is known loads from the folder
         "peft": (model.path / "adapter_config.json").is_file(),
         "adapter": (model.path / "adapter" / "adapter_config.json").is_file(),  # quantize recovery adapters
         "int8_cpu": (model.path / "model.onnx").is_file(),
@@ -251,11 +258,29 @@ def _load_snippet(model: RunModel, ref: str) -> dict[str, Any]:
     }
 
 
+def stage_as_written(model: RunModel) -> dict[str, Any]:
+    """The recipe stage as its author wrote it (`recipe_stage`: the fields set in the recipe), with the parent
+    it resolved to; runs before hfdistill recorded that fall back to the full config without empty fields."""
+    lineage = model.lineage
+    written = lineage.get("recipe_stage")
+    if written is None:
+        return {k: v for k, v in (lineage.get("stage_config") or {}).items() if v is not None}
+    stage = {"name": written.get("name", model.stage), "kind": written.get("kind", model.kind)}
+    stage["from"] = written.get("from") or lineage.get("parent_stage") or "model"
+    return {**stage, **{k: v for k, v in written.items() if k not in stage}}
+
+
 def _limitations(model: RunModel, chain: list[RunModel], snippet: dict[str, Any]) -> list[str]:
     out = []
     m, data = model.metrics, model.lineage.get("data") or {}
     notes = (model.lineage.get("info") or {}).get("notes") or []
     out.extend([notes] if isinstance(notes, str) else list(notes))
+    base = m.get("majority_baseline") or {}
+    if clearly_above_baseline(m) is False:
+        out.append(f"**Not clearly better than guessing**: its dev score {m['score']:.4f} does not clear the "
+                   f"majority-class baseline {base['score']:.4f} (always predicting class `{base['label']}`) by "
+                   f"{base['margin']:.4f} (two standard errors on {m.get('num_examples', '?')} examples). Do not use "
+                   f"it as a classifier; train longer or with another learning rate.")
     if snippet["int8_cpu"]:
         out.append("The int8-cpu model is an ONNX graph with dynamically quantized int8 weights: it runs on CPU with "
                    "ONNX Runtime, not with PyTorch/transformers.")
@@ -314,15 +339,18 @@ def build_card(model: RunModel, run_models: list[RunModel], repo_ids: Mapping[Pa
         eval_results=results or None, metrics=sorted({r.metric_type for r in results}) or None,
     )
 
-    # Results table: the chain (teacher → … → this model); retention and speed-up against the chain's first model.
-    ref = chain[0] if len(chain) > 1 and chain[0].score is not None else None
+    # Results table: every evaluated model of the run on this task (the plot shows the same models); retention and
+    # speed-up against the task's teacher (the first evaluated model made from the base model).
+    same_task = [model if m.path == model.path else m for m in by_path.values()
+                 if m.task == model.task and m.score is not None]
+    teachers = [m for m in same_task if m.lineage.get("parent_kind") == "base"] or same_task[:1]
+    ref = teachers[0] if teachers and len(same_task) > 1 else None
     metric_names = [k for k, _, _, _ in metric_rows(model.metrics)]
     labels = {k: lbl for k, _, lbl, _ in metric_rows(model.metrics)}
     rows = []
-    for m in chain:
-        if m.score is None:
-            continue
-        row = {"name": m.stage + (" (this model)" if m is model else ""),
+    for m in same_task:
+        mark = " (this model)" if m is model else " (teacher)" if m is ref else ""
+        row = {"name": m.stage + mark,
                "link": repo_ids.get(m.path) if m is not model else None,
                "kind": m.kind, "score": fmt_value(m.score),
                "metrics": [fmt_value(m.metrics["metrics"][k]) if isinstance((m.metrics.get("metrics") or {})
@@ -333,7 +361,8 @@ def build_card(model: RunModel, run_models: list[RunModel], repo_ids: Mapping[Pa
         if ref is not None:
             row["retention"] = f"{100 * m.score / ref.score:.1f}%" if ref.score else None
             ratio = _speed_ratio(ref.metrics, m.metrics)
-            row["speedup"] = f"{ratio:.2f}×" if ratio else None
+            row["speedup"] = (f"{ratio:.2f}×" + ("" if reliable(ref.metrics, m.metrics) else " (busy machine)")
+                              if ratio else None)
         rows.append(row)
     columns = {c: any(r.get(c) for r in rows) for c in ("params", "disk", "latency", "retention", "speedup")}
 
@@ -349,7 +378,7 @@ def build_card(model: RunModel, run_models: list[RunModel], repo_ids: Mapping[Pa
             vs_parent.append(f"runs {lp / lm:.2f}× {'faster' if lp >= lm else 'slower (ratio)'} on CPU at batch "
                              f"size 1 ({lm:.2f} ms vs. {lp:.2f} ms)")
 
-    cfg = {k: v for k, v in (model.lineage.get("stage_config") or {}).items() if v is not None}
+    cfg = stage_as_written(model)
     snippet = _load_snippet(model, repo_id or str(model.path))
     root = chain[0]
     base_name = str(root.lineage.get("parent") or "") if root.lineage.get("parent_kind") == "base" else ""

@@ -2,11 +2,16 @@
 
 One-line errors, retries of transient failures, and the client settings every publish call shares. Tokens come
 only from huggingface_hub's usual sources (HF_TOKEN, `hf auth login`) and never reach a message, a card or a log.
+
+Which endpoint gets the user's own token: the one the user chose (the default Hub, HF_ENDPOINT, `--endpoint` /
+`endpoint=`). An endpoint named in a recipe file gets it only on request (`--send-token`, `token=True`, a token
+in $HFDISTILL_PUBLISH_TOKEN): a shared recipe could name a server that records it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
 import urllib.parse
@@ -18,6 +23,8 @@ from hfdistill.version import __version__
 T = TypeVar("T")
 RETRY_STATUS = (429, 500, 502, 503, 504)
 RETRY_WAITS = (0.5, 1.5, 4.0)        # seconds before the 2nd, 3rd and 4th attempt
+#: A token for the endpoint a recipe names (`publish.endpoint`): the explicit way to authenticate there.
+PUBLISH_TOKEN_ENV = "HFDISTILL_PUBLISH_TOKEN"
 
 
 def redact(text: str, token: Optional[str | bool] = None) -> str:
@@ -137,3 +144,26 @@ def default_endpoint() -> str:
     from huggingface_hub import constants
 
     return constants.ENDPOINT
+
+
+def same_endpoint(a: str, b: str) -> bool:
+    return a.rstrip("/").lower() == b.rstrip("/").lower()
+
+
+def token_for_recipe_endpoint(endpoint: str, token: Optional[str | bool],
+                              log: Callable[[str], None] = print) -> Optional[str | bool]:
+    """The token to send to `endpoint` when it comes from a recipe file, not from the user.
+
+    The caller's explicit choice wins (a token, True = the user's own one, False = none). The Hub the user's own
+    settings name (HF_ENDPOINT, else huggingface.co) gets the usual token; so does any endpoint when a token is
+    in $HFDISTILL_PUBLISH_TOKEN. Anything else gets no token, and the user is told so in one line.
+    """
+    if token is not None:
+        return token
+    if same_endpoint(endpoint, default_endpoint()):
+        return None
+    if os.environ.get(PUBLISH_TOKEN_ENV):
+        return os.environ[PUBLISH_TOKEN_ENV]
+    log(f"publish.endpoint {endpoint} comes from the recipe: sending it no token (to authenticate there, pass "
+        f"--send-token or set {PUBLISH_TOKEN_ENV})")
+    return False

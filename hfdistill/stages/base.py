@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from hfdistill.folder import ModelFolder
-from hfdistill.glue import TaskData
+from hfdistill.glue import TASKS, TaskData
 
 if TYPE_CHECKING:  # pragma: no cover
     from accelerate import Accelerator
@@ -38,9 +38,36 @@ class StageConfig(BaseModel):
         """Whether the stage reads the task's training split (validated before any work starts)."""
         return True
 
+    per_task: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Fields that differ for some tasks, e.g. `{rte: {learning_rate: 3.0e-5, epochs: 5}}` (a small "
+                    "entailment task needs other settings than SST-2); the rest of the stage applies to every task.")
+
+    @model_validator(mode="after")
+    def _per_task_overrides_are_valid(self, info: ValidationInfo) -> "StageConfig":
+        for task, over in self.per_task.items():
+            if task not in TASKS:
+                raise ValueError(f"per_task: unknown task {task!r} (known: {', '.join(TASKS)})")
+            fixed = {"name", "kind", "from", "from_", "per_task"} & set(over)
+            if fixed:
+                raise ValueError(f"per_task.{task}: {sorted(fixed)[0]} cannot differ per task")
+            try:
+                self.for_task(task, context=info.context)
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+                raise ValueError(f"per_task.{task}.{where}: {err['msg']}") from None
+        return self
+
+    def for_task(self, task: str, context: Optional[dict] = None) -> "StageConfig":
+        """This stage as it runs for `task`: its `per_task` overrides applied (validated), `per_task` dropped."""
+        data = self.model_dump(by_alias=True, exclude_unset=True, exclude={"per_task"})
+        data.update(self.per_task.get(task) or {})
+        return type(self).model_validate(data, context=context)
+
     def run_facts(self) -> dict[str, Any]:
         """The config as recorded in lineage.json (aliases, no defaults hidden)."""
-        return self.model_dump(mode="json", by_alias=True)
+        return self.model_dump(mode="json", by_alias=True, exclude={"per_task"})
 
     def identity(self) -> dict[str, Any]:
         """The fields that change the model this stage makes (not where it is published, nor logging)."""

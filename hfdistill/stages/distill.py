@@ -1,17 +1,20 @@
 """`kind: distill` — DistilBERT's knowledge distillation, task-specific or general (masked LM).
 
-The student keeps a subset of the teacher's layers (see `hfdistill.models.student`) and learns from
+The student keeps a subset of the teacher's layers (see `hfdistill.distillation.student`) and learns from
 
     task (classification):  α_ce · KL(softmax(z_t/T) ‖ softmax(z_s/T)) · T²  +  α_hard · CE(z_s, y)
-                            + α_cos · mean over matched layers of (1 − cos(h_s, h_t))   (padding masked)
+                            + α_cos · mean over the L_cos pairs of (1 − cos(h_s, h_t))   (padding masked)
     task (regression/STS-B): α_ce · MSE(z_s, z_t) + α_hard · MSE(z_s, y) + α_cos · L_cos
-    mlm (general):          α_ce · L_ce (soft targets over the vocabulary at masked positions, · T²)
+    mlm (general):          α_ce · L_ce (soft targets over the vocabulary at every real token, · T²)
                             + α_mlm · L_mlm + α_cos · L_cos,  dynamic masking (re-masked every epoch)
 
+L_cos pairs (`cos_layers`): `matched` = every kept layer with the teacher layer it was copied from; `last` = the
+student's output with the teacher's output (hidden state n of an n-layer teacher), DistilBERT's alignment.
+
 For task distillation the teacher (the parent folder) runs once over the training text; its logits and hidden
-states come from `hfdistill.teacher_cache` on every later epoch, stage and re-run. Examples without a label
-(the `unlabeled:` text, e.g. the test split) get the soft-target and cosine terms only. The teacher is never in
-train mode and never receives gradients. T applies in training only; the saved student predicts at T=1.
+states come from `hfdistill.distillation.teacher_cache` on every later epoch, stage and re-run. Examples without a
+label (the `unlabeled:` text, e.g. the test split) get the soft-target and cosine terms only. The teacher is never
+in train mode and never receives gradients. T applies in training only; the saved student predicts at T=1.
 
 The DistilBERT head (pre_classifier → ReLU) starts from the teacher's pooler + classifier (tanh): approximate at
 initialisation, the distillation adapts it.
@@ -19,17 +22,18 @@ initialisation, the distillation adapts it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal, Optional
 
 import torch
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from hfdistill import glue
 from hfdistill.errors import DataError, ModelError
-from hfdistill.distillation.student import (STUDENT_INPUT_NAMES, build_student, default_layers, load_teacher,
-                                            matched_hidden_layers, save_student_tokenizer)
+from hfdistill.distillation.student import (STUDENT_INPUT_NAMES, build_student, cosine_pairs, default_layers,
+                                            load_teacher, save_student_tokenizer)
+from hfdistill.distillation.text import (check_text_source, load_text, masked_lm_data, read_text_lines,  # noqa: F401
+                                         resolve_recipe_path)
 from hfdistill.distillation.teacher_cache import teacher_outputs
 from hfdistill.folder import ModelFolder, read_json
 from hfdistill.losses import LossWeights, mlm_distillation_loss, task_distillation_loss
@@ -37,19 +41,7 @@ from hfdistill.stages.base import StageConfig, StageContext
 from hfdistill.models import load_classifier
 from hfdistill.training import TrainingArgs, train, training_args
 
-_SPLIT_WORDS = ("train", "test")
-
-
 # ---------------------------------------------------------------------------------------------------- config
-def _resolve_path(value: str, info: ValidationInfo) -> str:
-    """Paths in recipes are relative to the recipe file (split keywords are kept as they are)."""
-    base = (info.context or {}).get("base_dir")
-    if value in _SPLIT_WORDS or base is None:
-        return value
-    p = Path(os.path.expanduser(value))
-    return str(p if p.is_absolute() else (Path(base) / p).resolve())
-
-
 class DistillConfig(StageConfig, TrainingArgs):
     """Distil the parent model (the teacher) into a smaller student that keeps a subset of its layers."""
 
@@ -82,8 +74,13 @@ class DistillConfig(StageConfig, TrainingArgs):
     alpha_cos: float = Field(default=1.0, ge=0, description="Weight of the cosine loss L_cos between matched "
                                                             "student/teacher hidden states.")
     cos_layers: Literal["matched", "last"] = Field(
-        default="matched", description="L_cos on every kept layer paired with its teacher layer (`matched`) or "
-                                       "on the last pair only (`last`, DistilBERT's choice; a smaller cache).")
+        default="matched", description="L_cos on every kept layer paired with the teacher layer it was copied "
+                                       "from (`matched`), or on the student's output paired with the teacher's "
+                                       "output only (`last`, DistilBERT's choice; a smaller cache).")
+    ce_positions: Literal["all", "masked"] = Field(
+        default="all", description="mlm objective: the tokens L_ce (soft targets over the vocabulary) covers: "
+                                   "`all` real (non-padding) tokens (DistilBERT's reference) or only the "
+                                   "`masked` ones.")
     cache_hidden: bool = Field(default=True, description="Store the teacher's hidden states in the teacher "
                                                          "cache; false: run the teacher each step for L_cos "
                                                          "(no disk, slower).")
@@ -139,7 +136,7 @@ class DistillConfig(StageConfig, TrainingArgs):
                 raise ValueError("the dev split is for evaluation; use `test` or a text file")
             if item == "train":
                 raise ValueError("the train split is already used with its labels")
-            item = _resolve_path(item, info)
+            item = resolve_recipe_path(item, (info.context or {}).get("base_dir"))
             if item != "test" and not Path(item).is_file():
                 raise ValueError(f"text file {item!r} not found")
             out.append(item)
@@ -148,12 +145,7 @@ class DistillConfig(StageConfig, TrainingArgs):
     @field_validator("text_source")
     @classmethod
     def _text_source_exists(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
-        if v is None:
-            return v
-        v = _resolve_path(v, info)
-        if v not in _SPLIT_WORDS and not Path(v).exists():
-            raise ValueError(f"{v!r} not found")
-        return v
+        return check_text_source(v, (info.context or {}).get("base_dir"))
 
     @model_validator(mode="after")
     def _objective_fields(self) -> "DistillConfig":
@@ -165,7 +157,9 @@ class DistillConfig(StageConfig, TrainingArgs):
                 raise ValueError("alpha_ce, alpha_mlm and alpha_cos are all 0: nothing to learn")
             if self.student_from is not None or self.unlabeled:
                 raise ValueError("student_from/unlabeled: only with objective: task")
-        else:
+        elif self.ce_positions != "all":
+            raise ValueError("ce_positions: only with objective: mlm (task L_ce covers every example)")
+        if self.objective == "task":
             if self.text_source is not None:
                 raise ValueError("text_source: only with objective: mlm (use `unlabeled` for extra task text)")
             if self.alpha_ce == self.alpha_hard == self.alpha_cos == 0:
@@ -185,46 +179,6 @@ class DistillConfig(StageConfig, TrainingArgs):
 
 
 # ---------------------------------------------------------------------------------------------------- data
-def read_text_lines(path: Path) -> list[str]:
-    return [line.rstrip("\n") for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def load_text(source: str, column: str, data: Optional[glue.TaskData] = None) -> list[str]:
-    """Raw text for general distillation: a file, a folder, a saved `datasets` dataset, or a task split."""
-    if source in _SPLIT_WORDS:
-        ds = getattr(data, source, None) if data is not None else None
-        if ds is None:
-            raise DataError(f"text_source: the task has no {source} split")
-        texts = [t for t in ds["sentence1"]] + [t for t in ds["sentence2"] if t]
-        return [t for t in texts if t and t.strip()]
-    path = Path(source)
-    if path.is_dir():
-        if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
-            import datasets
-
-            ds = datasets.load_from_disk(str(path))
-            if isinstance(ds, datasets.DatasetDict):
-                ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-            return _column(ds, column, source)
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-        if not files:
-            raise DataError(f"text_source: {path} holds no .txt files and is not a saved dataset")
-        return [line for f in files for line in read_text_lines(f)]
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".json", ".jsonl", ".parquet"):
-        import datasets
-
-        kind = {".jsonl": "json"}.get(suffix, suffix[1:])
-        return _column(datasets.load_dataset(kind, data_files=str(path), split="train"), column, source)
-    return read_text_lines(path)
-
-
-def _column(ds: Any, column: str, source: str) -> list[str]:
-    if column not in ds.column_names:
-        raise DataError(f"text_source: {source} has no column {column!r} (columns: {ds.column_names})")
-    return [t for t in ds[column] if isinstance(t, str) and t.strip()]
-
-
 def _unlabeled_rows(items: list[str], data: glue.TaskData) -> dict[str, list]:
     """GLUE-shaped columns for the `unlabeled:` sources (label -1 / NaN)."""
     s1: list[str] = []
@@ -298,11 +252,6 @@ class TaskCollator:
 
 
 # ---------------------------------------------------------------------------------------------------- run
-def _cos_pairs(layers: list[int], cos_layers: str) -> list[tuple[int, int]]:
-    pairs = matched_hidden_layers(layers)
-    return pairs[-1:] if cos_layers == "last" else pairs
-
-
 def _student_from_stage(cfg: DistillConfig, ctx: StageContext, teacher: torch.nn.Module):
     """The student from an earlier stage's folder (e.g. general distillation), with this task's head."""
     folder = ctx.stage_folders.get(cfg.student_from)
@@ -345,7 +294,8 @@ def _run_task(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: P
     else:
         student, facts = build_student(teacher, cfg.layers, cfg.num_layers, cfg.architecture, cfg.init,
                                        seed=ctx.seed)
-    pairs = _cos_pairs(facts["layers"], cfg.cos_layers) if cfg.alpha_cos > 0 else []
+    n_teacher = teacher.config.num_hidden_layers
+    pairs = cosine_pairs(facts["layers"], n_teacher, cfg.cos_layers) if cfg.alpha_cos > 0 else []
     teacher_idx = sorted({t for _, t in pairs})
     cache_hidden = bool(pairs) and cfg.cache_hidden
 
@@ -418,23 +368,15 @@ def _online_teacher_hidden(online, pos: list[int], width: int, layers: list[int]
 
 
 def _run_mlm(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> dict:
-    from transformers import AutoTokenizer, DataCollatorForLanguageModeling
+    from transformers import AutoTokenizer
 
     teacher = load_teacher(parent.path, masked_lm=True, stage=cfg.name)
     student, facts = build_student(teacher, cfg.layers, cfg.num_layers, cfg.architecture, cfg.init, seed=ctx.seed)
-    pairs = _cos_pairs(facts["layers"], cfg.cos_layers) if cfg.alpha_cos > 0 else []
-    texts = load_text(cfg.text_source, cfg.text_column, ctx.data)
-    if not texts:
-        raise DataError(f"text_source: {cfg.text_source} holds no text")
+    n_teacher = teacher.config.num_hidden_layers
+    pairs = cosine_pairs(facts["layers"], n_teacher, cfg.cos_layers) if cfg.alpha_cos > 0 else []
     tokenizer = AutoTokenizer.from_pretrained(str(parent.path), model_input_names=list(STUDENT_INPUT_NAMES))
-    import datasets
-
-    ds = datasets.Dataset.from_dict({"text": texts}).map(
-        lambda b: tokenizer(b["text"], truncation=True, max_length=ctx.recipe.max_seq_length,
-                            return_special_tokens_mask=True),
-        batched=True, remove_columns=["text"], desc="tokenize", load_from_cache_file=False)
-    # Masks are drawn when a batch is collated, so every epoch sees a fresh masking (dynamic masking).
-    collate = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=cfg.mlm_probability)
+    ds, collate = masked_lm_data(cfg.text_source, cfg.text_column, ctx.data, tokenizer, ctx.recipe.max_seq_length,
+                                 cfg.mlm_probability)
     teacher.to(ctx.accelerator.device)
     weights = cfg.loss_weights()
 
@@ -445,7 +387,8 @@ def _run_mlm(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: Pa
         s_out = model(input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=bool(pairs))
         hs = [s_out.hidden_states[s] for s, _ in pairs]
         ht = [t_out.hidden_states[t] for _, t in pairs]
-        return mlm_distillation_loss(s_out.logits, t_out.logits, batch["labels"], weights, hs, ht, mask)
+        return mlm_distillation_loss(s_out.logits, t_out.logits, batch["labels"], weights, hs, ht, mask,
+                                     ce_positions=cfg.ce_positions)
 
     ctx.log(f"{cfg.name}: general distillation of {parent.path.name} into {facts['architecture']} layers "
             f"{facts['layers']} on {len(ds)} texts")
@@ -456,7 +399,8 @@ def _run_mlm(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: Pa
     facts.update({"objective": "mlm", "temperature": cfg.temperature,
                   "loss_weights": {"alpha_ce": cfg.alpha_ce, "alpha_mlm": cfg.alpha_mlm,
                                    "alpha_cos": cfg.alpha_cos},
-                  "cos_pairs": pairs, "texts": len(ds), "mlm_probability": cfg.mlm_probability,
+                  "ce_positions": cfg.ce_positions, "cos_pairs": pairs, "texts": len(ds),
+                  "mlm_probability": cfg.mlm_probability,
                   "steps": result.steps, "train_loss": round(result.loss, 5),
                   "train_seconds": round(result.seconds, 1), "resumed_from_step": result.resumed_from,
                   "not_evaluated": "a masked-LM model has no task head: fine-tune or task-distil it to score it"})

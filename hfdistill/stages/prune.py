@@ -83,6 +83,14 @@ class PruneConfig(StageConfig):
     min_heads_per_layer: int = Field(
         default=1, ge=0, description="Global ranking never leaves a layer with fewer heads than this; set 0 to "
                                      "allow removing a layer's attention entirely.")
+    min_ffn_per_layer: int = Field(
+        default=1, ge=0, description="Global ranking never leaves a layer with fewer FFN neurons than this; set 0 to "
+                                     "allow removing a layer's FFN entirely.")
+    multiple_of: int = Field(
+        default=1, ge=1, le=4096,
+        description="Round what each layer keeps to a multiple of this (as TextPruner does): FFN neurons, and heads × "
+                    "head size for attention. 64 gives every linear layer sizes the 4-bit CPU kernels take (rows % 32, "
+                    "columns % 64); 1 = no rounding. Totals end at the nearest reachable number.")
     score_split: Literal["auto", "train", "dev", "test"] = Field(
         default="auto", description="Split whose text the importance is measured on (`auto`: train if present, "
                                     "else test). `loss: label` needs a labelled split.")
@@ -249,7 +257,9 @@ def run(cfg: PruneConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> 
     if not reused and ctx.is_main:
         result = pruning.iterative_prune(model, batches, head_target=head_target, ffn_target=ffn_target,
                                          iterations=cfg.iterations, loss=cfg.loss,
-                                         min_heads_per_layer=cfg.min_heads_per_layer, log=ctx.log)
+                                         min_heads_per_layer=cfg.min_heads_per_layer,
+                                         min_ffn_per_layer=cfg.min_ffn_per_layer, multiple_of=cfg.multiple_of,
+                                         log=ctx.log)
         Path(ctx.work_dir).mkdir(parents=True, exist_ok=True)
         pruning.save_scores(result, saved)
     ctx.accelerator.wait_for_everyone()
@@ -277,6 +287,8 @@ def run(cfg: PruneConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> 
         "heads_kept": sum(heads), "heads_total": sum(heads0),
         "ffn_kept": sum(ffn), "ffn_total": sum(ffn0),
         "layers_without_heads": [i for i, h in enumerate(heads) if h == 0],
+        "layers_without_ffn": [i for i, f in enumerate(ffn) if f == 0],
+        "multiple_of": cfg.multiple_of,
         "params_before": params_before, "params_after": sum(p.numel() for p in pruned.parameters()),
         "model_type": pruned.config.model_type,
         "score_examples": len(ds), "score_seconds": round(score_seconds, 1),

@@ -9,6 +9,12 @@ bitsandbytes models are saved with `save_pretrained` and reload with plain `from
 forward (a 4-bit forward on an AVX512-BF16 CPU repacks the weights and a later save would corrupt them); the saved
 folder is then reloaded and must reproduce the in-memory model's predictions.
 
+Every quantized model (each method, after `recover` if any) is then compared with its parent on the first 512 dev rows
+(all, if fewer): prediction agreement and KL (Pearson correlation and MSE for regression) and both task scores, in
+lineage `info.parent_check`; below `min_agreement` the stage fails with a one-line ModelError, so no folder is written.
+`info.quantized_weight_fraction` is the fraction of the encoder's linear weights (by count) stored quantized; weightless
+layers of a pruned model (a layer with no heads or no FFN neurons) stay in full precision for every method.
+
 `recover:` trains LoRA adapters on the quantized model (QLoRA-style for 4-bit: frozen quantized base, fp32 adapters
 and head), distilling from the parent's logits (L_ce = KL·T², `hfdistill.losses.soft_target_loss`; MSE for
 regression) read from the shared teacher cache. The adapter is saved in `adapter/` beside the quantized base.
@@ -19,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -32,8 +39,9 @@ from hfdistill.models import formats, load_classifier, load_tokenizer
 from hfdistill.stages.base import StageConfig, StageContext
 from hfdistill.training import TrainingArgs, train, training_args
 
-#: Dev examples used to check the saved folder against the in-memory model and to measure agreement.
-CHECK_EXAMPLES = 256
+#: Dev examples (at least; all when the dev split is smaller) on which every quantized model is checked against its
+#: parent (prediction agreement, score) and the saved folder against the in-memory model.
+CHECK_EXAMPLES = 512
 #: The options each method takes; giving another method's option is an error, not silently ignored.
 METHOD_FIELDS = {"bnb-8bit": ("int8_threshold", "skip_modules", "recover"),
                  "bnb-4bit": ("quant_type", "double_quant", "compute_dtype", "skip_modules", "recover"),
@@ -100,6 +108,11 @@ class QuantizeConfig(StageConfig):
                                   "smaller file).")
     recover: Optional[RecoverConfig] = Field(
         default=None, description="bnb only: train LoRA recovery adapters distilled from the parent's logits.")
+    min_agreement: float = Field(
+        default=0.97, ge=0, le=1,
+        description="The stage fails (no model folder) unless the quantized model predicts the same class as its "
+                    "parent on at least this fraction of the first 512 dev rows (all, if fewer); for regression, "
+                    "the Pearson correlation of the two models' outputs. With `recover`, the recovered model counts.")
 
     @field_validator("quant_type", "double_quant", "compute_dtype", "skip_modules", "int8_threshold", "per_channel",
                      "quantize_embeddings", "recover")
@@ -175,13 +188,41 @@ def _logits(model: Any, encoded: Any, pad_id: int, batch_size: int = 32) -> torc
 
 
 def agreement(logits: torch.Tensor, parent_logits: torch.Tensor) -> dict[str, float]:
-    """How closely a model follows its parent: argmax agreement and KL(parent ‖ model) (T=1) for classes,
-    mean squared difference for a regression output."""
-    parent_logits = parent_logits.float()
+    """How closely a model follows its parent: argmax agreement and KL(parent ‖ model) (T=1) for classes; Pearson
+    correlation and mean squared difference of the outputs for a regression head."""
+    logits, parent_logits = logits.float(), parent_logits.float()
     if logits.shape[-1] == 1:
-        return {"mse": round(float(mse_logit_loss(logits, parent_logits)), 6)}
+        a, b = logits.flatten().double(), parent_logits.flatten().double()
+        if a.numel() < 2 or float(a.std()) == 0.0 or float(b.std()) == 0.0:  # undefined: equal or not at all
+            pearson = 1.0 if torch.allclose(a, b) else 0.0
+        else:
+            pearson = float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+        return {"pearson": round(pearson, 6), "mse": round(float(mse_logit_loss(logits, parent_logits)), 6)}
     return {"agreement": round(float((logits.argmax(-1) == parent_logits.argmax(-1)).float().mean()), 6),
             "kl": round(float(soft_target_loss(logits, parent_logits, 1.0)), 6)}
+
+
+def _score(task: glue.Task, logits: torch.Tensor, labels: Any) -> float:
+    preds = logits.squeeze(-1) if task.is_regression else logits.argmax(-1)
+    return round(glue.task_score(task, glue.compute_metrics(task, preds.numpy(), np.asarray(labels))), 6)
+
+
+def parent_check(task: glue.Task, logits: torch.Tensor, parent_logits: torch.Tensor, labels: Any,
+                 min_agreement: float, stage: str) -> dict[str, Any]:
+    """Compare a quantized model with its parent on the same dev rows: agreement (Pearson for regression), both
+    task scores. Raises ModelError below `min_agreement`: a quantized model that no longer behaves like its parent
+    is not written."""
+    record = agreement(logits, parent_logits)
+    metric = "pearson" if logits.shape[-1] == 1 else "agreement"
+    check = {"examples": int(logits.shape[0]), "metric": metric, **record, "min_agreement": min_agreement,
+             "score": _score(task, logits, labels), "parent_score": _score(task, parent_logits, labels)}
+    if not record[metric] >= min_agreement:
+        how = (f"agrees with its parent on {record[metric]:.4f}" if metric == "agreement" else
+               f"correlates with its parent at Pearson {record[metric]:.4f}")
+        raise ModelError(f"stage {stage!r}: the quantized model {how} of {check['examples']} dev examples, below "
+                         f"min_agreement {min_agreement} (score {check['score']:.4f}, parent {check['parent_score']:.4f}); "
+                         f"keep more layers in full precision (skip_modules) or lower min_agreement")
+    return check
 
 
 def _sample_texts(ds: Any, n: int = 8) -> list[str]:
@@ -193,11 +234,17 @@ def _sample_texts(ds: Any, n: int = 8) -> list[str]:
 def run(cfg: QuantizeConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> dict:
     _check_parent(parent)
     max_len = int(getattr(ctx.recipe, "max_seq_length", 128))
+    trust = bool(getattr(ctx.recipe, "trust_remote_code", False))
     tokenizer = load_tokenizer(parent.path)
     task = ctx.data.task
-    parent_model = load_classifier(parent.path, task.num_labels, task.labels, ctx.recipe.trust_remote_code,
+    parent_model = load_classifier(parent.path, task.num_labels, task.labels, trust,
                                    require_trained=cfg.name).eval()
     parent_bytes = q.weight_bytes(parent_model)
+    # Every quantized model is compared with its parent on these rows (and the saved folder with the in-memory one).
+    rows = _check_rows(_positions(ctx.data.dev), CHECK_EXAMPLES)
+    check = _encoded(rows, tokenizer, max_len)
+    pad_id = tokenizer.pad_token_id or 0
+    parent_dev = _logits(parent_model, check, pad_id)
 
     if cfg.method == "int8-cpu":
         q.require_onnxruntime()
@@ -209,6 +256,8 @@ def run(cfg: QuantizeConfig, parent: ModelFolder, ctx: StageContext, out: Path) 
             q.copy_model_code(parent.path, out)
         ctx.accelerator.wait_for_everyone()
         facts.update({"parent_weight_bytes": parent_bytes, "load": "hfdistill.quantization.load_int8_cpu(path)"})
+        final = _logits(q.load_int8_cpu(out, trust_remote_code=trust), check, pad_id)
+        facts["parent_check"] = parent_check(task, final, parent_dev, rows["label"], cfg.min_agreement, cfg.name)
         return facts
 
     plan = q.plan_bnb(cfg.method, parent_model, quant_type=cfg.quant_type or "nf4",
@@ -217,18 +266,17 @@ def run(cfg: QuantizeConfig, parent: ModelFolder, ctx: StageContext, out: Path) 
                       int8_threshold=6.0 if cfg.int8_threshold is None else cfg.int8_threshold)
     ctx.log(f"{cfg.name}: {cfg.method} of {parent.path}, {len(plan.quantized_modules)} linear layers quantized, "
             f"kept: {', '.join(plan.skip_modules) or 'none'}")
-    model = q.quantize_bnb(parent.path, plan)
+    model = q.quantize_bnb(parent.path, plan, trust)
     if ctx.is_main:
         q.save_bnb(model, out, tokenizer)  # before any forward: see the module docstring
         q.copy_model_code(parent.path, out)
     ctx.accelerator.wait_for_everyone()
     facts = plan.facts()
+    facts.update(q.quantized_fraction(plan.shapes, q.quantized_linear_names(model)))  # what was, not what was planned
     facts.update({"parent_weight_bytes": parent_bytes, "weight_bytes": q.weight_bytes(model)})
 
     # The saved folder must reproduce the in-memory model (both forward only now, after the save).
-    check = _encoded(_check_rows(_positions(ctx.data.dev), CHECK_EXAMPLES), tokenizer, max_len)
-    pad_id = tokenizer.pad_token_id or 0
-    reloaded = q.load_bnb(out)
+    reloaded = q.load_bnb(out, trust)
     in_memory, from_disk = _logits(model, check, pad_id), _logits(reloaded, check, pad_id)
     diff = float((in_memory - from_disk).abs().max())
     same = bool((in_memory.argmax(-1) == from_disk.argmax(-1)).all()) if in_memory.shape[-1] > 1 else True
@@ -236,18 +284,20 @@ def run(cfg: QuantizeConfig, parent: ModelFolder, ctx: StageContext, out: Path) 
         raise ModelError(f"{cfg.name}: the saved model does not reproduce the quantized model's predictions "
                          f"(max |Δlogit| {diff:.2e} on {len(check)} dev examples)")
     facts["reload_check"] = {"examples": len(check), "max_abs_diff": diff}
-    parent_dev = _logits(parent_model, check, pad_id)
     facts["dev_agreement_with_parent"] = agreement(from_disk, parent_dev)
     del model, reloaded
 
+    final = from_disk
     if cfg.recover is not None:
-        facts["recovery"] = _recover(cfg.recover, parent, ctx, out, tokenizer, check, parent_dev,
-                                     facts["dev_agreement_with_parent"])
+        facts["recovery"], final = _recover(cfg.recover, parent, ctx, out, tokenizer, check, parent_dev,
+                                            facts["dev_agreement_with_parent"])
+    facts["parent_check"] = parent_check(task, final, parent_dev, rows["label"], cfg.min_agreement, cfg.name)
     return facts
 
 
 def _recover(rc: RecoverConfig, parent: ModelFolder, ctx: StageContext, out: Path, tokenizer: Any,
-             check: Any, parent_dev: torch.Tensor, before: dict[str, float]) -> dict[str, Any]:
+             check: Any, parent_dev: torch.Tensor, before: dict[str, float]) -> tuple[dict[str, Any], torch.Tensor]:
+    """Train the adapters; returns their facts and the recovered model's logits on the check rows."""
     if ctx.data.train is None or len(ctx.data.train) == 0:
         raise DataError(f"{ctx.task}: recover needs the train split (its text; labels are not used)")
     max_len = int(getattr(ctx.recipe, "max_seq_length", 128))
@@ -262,7 +312,8 @@ def _recover(rc: RecoverConfig, parent: ModelFolder, ctx: StageContext, out: Pat
             f"{'read from' if cache.from_cache else 'written to'} {cache.path}")
 
     # A fresh load of the saved base: it has never run an inference forward (see the module docstring).
-    model = q.add_lora(q.load_bnb(out), rc.lora.r, rc.lora.alpha, rc.lora.target_modules, rc.lora.dropout)
+    base = q.load_bnb(out, bool(getattr(ctx.recipe, "trust_remote_code", False)))
+    model = q.add_lora(base, rc.lora.r, rc.lora.alpha, rc.lora.target_modules, rc.lora.dropout)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     encoded = _encoded(texts, tokenizer, max_len)
     regression = cache.logits.shape[-1] == 1
@@ -277,7 +328,8 @@ def _recover(rc: RecoverConfig, parent: ModelFolder, ctx: StageContext, out: Pat
     result = train(model, encoded, loss_fn, training_args(rc), ctx,
                    collate_fn=_Collator(tokenizer.pad_token_id or 0, cache.logits), desc="recover")
     model.eval()
-    after = agreement(_logits(model, check, tokenizer.pad_token_id or 0), parent_dev)
+    final = _logits(model, check, tokenizer.pad_token_id or 0)
+    after = agreement(final, parent_dev)
     if ctx.is_main:
         # The base is this folder (the adapter sits in `adapter/` inside it).
         q.save_adapter(ctx.accelerator.unwrap_model(model), out, base_model="..")
@@ -290,4 +342,4 @@ def _recover(rc: RecoverConfig, parent: ModelFolder, ctx: StageContext, out: Pat
             "temperature": rc.temperature, "train_examples": len(texts), "steps": result.steps,
             "train_loss": round(result.loss, 6), "train_seconds": round(result.seconds, 1),
             "teacher_cache": {"key": cache.path.name, "reused": cache.from_cache},
-            "dev_agreement_before": before, "dev_agreement_after": after}
+            "dev_agreement_before": before, "dev_agreement_after": after}, final
