@@ -56,12 +56,13 @@ def run_all(script: str, tasks: list[str]) -> float:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     procs = []
     for task in tasks:
-        log = open(Path(script).with_suffix(f".{task}.log"), "w")
+        RUN_ROOT.mkdir(parents=True, exist_ok=True)
+        log = open(RUN_ROOT / f"{Path(script).stem}.{task}.log", "w")
         procs.append(subprocess.Popen([sys.executable, script, "--task", task], env=env, stdout=log,
                                       stderr=subprocess.STDOUT))
     codes = [p.wait() for p in procs]
     if any(codes):
-        raise SystemExit(f"a task run failed ({codes}): see {Path(script).stem}.<task>.log")
+        raise SystemExit(f"a task run failed ({codes}): see {RUN_ROOT}/{Path(script).stem}.<task>.log")
     return (time.time() - start) / 60
 
 

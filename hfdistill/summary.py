@@ -40,7 +40,7 @@ def how_to_load(m: RunModel, run_dir: Path) -> str:
     if (m.path / ADAPTER_DIR).is_dir():
         return (f'PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained("{rel}"), '
                 f'"{rel}/{ADAPTER_DIR}")')
-    if m.kind == "distill" and m.score is None:
+    if m.score is None:  # an unscored folder is a masked-LM model (MLM-head fit, general distillation)
         return f'AutoModelForMaskedLM.from_pretrained("{rel}")'
     return f'AutoModelForSequenceClassification.from_pretrained("{rel}")'
 

@@ -103,3 +103,21 @@ def test_cache_command_shows_and_cleans(tmp_path):
     proc = _cli("cache", run, "--clean")
     assert proc.returncode == 0 and "removed 1 entry" in proc.stdout
     assert [p.name[:1] for p in (run / ".cache" / "teacher").iterdir()] == ["a"]
+
+
+def test_eval_reads_task_and_length_from_the_folder_and_keeps_library_noise_out(tiny_run, glue_dir):
+    folder = tiny_run / "student" / "sst2"  # its lineage records task sst2 and max_seq_length 64
+    proc = _cli("eval", folder, "--glue-dir", glue_dir, "--max-samples", 40, "--latency-samples", 30, "--json",
+                timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    assert res["task"] == "sst2" and res["latency_ms"]["max_seq_length"] == 64
+    for noise in ("Loading weights", "LOAD REPORT", "pip install kernels", "FutureWarning"):
+        assert noise not in proc.stderr
+    bare = tiny_run / "bare"
+    bare.mkdir()
+    for f in folder.iterdir():
+        if f.name not in ("metrics.json", "lineage.json"):
+            (bare / f.name).write_bytes(f.read_bytes())
+    proc = _cli("eval", bare, "--glue-dir", glue_dir)
+    assert proc.returncode == 2 and "records no GLUE task" in proc.stderr and "--task" in proc.stderr

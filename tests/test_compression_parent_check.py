@@ -117,8 +117,8 @@ def damaged_parent(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("method", ["bnb-8bit", "bnb-4bit"])
 def test_quantizing_a_parent_with_unrepresentable_weights_is_refused(tmp_path, sst2_dev, damaged_parent, method):
-    with pytest.raises(ModelError, match=rf"stage 'q': the quantized model agrees with its parent on 0\.[0-8]\d+ of "
-                                         rf"512 dev examples, below min_agreement 0\.97 "):
+    with pytest.raises(ModelError, match=r"stage 'q': the quantized model agrees with its parent on 0\.[0-8]\d+ of "
+                                         r"512 dev examples, below min_agreement 0\.97 "):
         run_stage(tmp_path, sst2_dev, {"method": method}, parent=damaged_parent)
 
 

@@ -4,7 +4,6 @@ head size), and the quantize stage reports which fraction of the encoder's linea
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

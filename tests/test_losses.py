@@ -257,3 +257,10 @@ def test_terms_with_zero_weight_are_reported_as_zero_and_missing_hidden_states_g
     on = LossWeights(temperature=1.0, alpha_ce=1.0, alpha_hard=1.0, alpha_mlm=1.0, alpha_cos=1.0)
     assert task_distillation_loss(z, z, torch.tensor([1]), on)[1]["l_cos"] == 0.0          # no hidden states given
     assert mlm_distillation_loss(MLM_S, MLM_T, MLM_LABELS, on)[1]["l_cos"] == 0.0
+
+
+def test_negative_regression_targets_are_labels():
+    """For regression only NaN marks an unlabeled row: a score below 0 is a label (-1 is "unlabeled" for classes)."""
+    w = LossWeights(temperature=1.0, alpha_ce=0.0, alpha_hard=1.0, alpha_cos=0.0)
+    _, parts = task_distillation_loss(torch.tensor([[1.0]]), torch.tensor([[1.0]]), torch.tensor([-1.0]), w)
+    assert parts["l_hard"] == pytest.approx(4.0)
