@@ -46,7 +46,7 @@ def test_no_speedup_between_latencies_measured_under_different_conditions(tiny_r
 
 
 class _Sleeper(torch.nn.Module):
-    """A 'model' whose forward takes a known time: `slow_after` calls in, it becomes 5× slower."""
+    """A 'model' whose forward takes a known time: `slow_after` calls in, it becomes 10× slower."""
 
     def __init__(self, ms: float, slow_after: int = 10 ** 9):
         super().__init__()
@@ -55,7 +55,7 @@ class _Sleeper(torch.nn.Module):
     def forward(self, **_):
         self.calls += 1
         self.threads_seen.add(torch.get_num_threads())
-        time.sleep(self.ms * (5 if self.calls > self.slow_after else 1) / 1000)
+        time.sleep(self.ms * (10 if self.calls > self.slow_after else 1) / 1000)
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +81,8 @@ def test_latency_uses_fixed_threads_warmup_and_several_passes(rows_and_tokenizer
 
 def test_an_unstable_measurement_is_flagged(rows_and_tokenizer):
     rows, tok = rows_and_tokenizer
-    lat = latency_ms(_Sleeper(1.0, slow_after=5 + 30), tok, rows, 32, num_samples=30, rounds=2)  # 2nd pass 5× slower
-    assert lat["reliable"] is False and lat["spread"] > 1.0
+    lat = latency_ms(_Sleeper(1.0, slow_after=5 + 30), tok, rows, 32, num_samples=30, rounds=2)  # 2nd pass 10× slower
+    assert lat["reliable"] is False and lat["spread"] > 0.5  # ≈ 1.6 on a quiet machine; sleeps stretch under load
     assert any("passes disagree" in w for w in lat["warnings"])
 
 
