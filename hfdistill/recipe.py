@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from hfdistill.errors import RecipeError
 from hfdistill.glue import TASKS
-from hfdistill.schema import PACKAGED_MODELS, PublishConfig, packaged_model_path
+from hfdistill.schema import PACKAGED_MODELS, PublishConfig, packaged_model_path, resolve_path
 from hfdistill.stages import REGISTRY, StageConfig
 
 BASE = "model"  # `from: model` starts a stage from the recipe's base model
@@ -37,8 +37,7 @@ def _resolve(value: Any, info: ValidationInfo) -> Any:
     base = (info.context or {}).get("base_dir")
     if value is None or base is None:
         return value
-    p = Path(os.path.expanduser(str(value)))
-    return p if p.is_absolute() else (Path(base) / p).resolve()
+    return resolve_path(value, base)
 
 
 class Recipe(BaseModel):

@@ -24,6 +24,13 @@ KNOWN_BASE_IDS = {"minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 
 
+def resolve_path(value: str | Path, base_dir: Optional[str | Path]) -> Path:
+    """A path as a recipe means it: `~` expanded, relative paths against the recipe's folder (`base_dir`, the
+    validation context; without one, as given)."""
+    p = Path(os.path.expanduser(str(value)))
+    return p if p.is_absolute() or base_dir is None else (Path(base_dir) / p).resolve()
+
+
 def packaged_model_path(name: str) -> Path:
     """The local folder of a packaged base model (`minilm-l6`)."""
     module = __import__(PACKAGED_MODELS[name])
@@ -60,9 +67,7 @@ class PublishConfig(BaseModel):
     @field_validator("storage")
     @classmethod
     def _storage_beside_the_recipe(cls, v: Path, info: ValidationInfo) -> Path:
-        base = (info.context or {}).get("base_dir")
-        v = Path(os.path.expanduser(str(v)))
-        return v if v.is_absolute() or base is None else (Path(base) / v).resolve()
+        return resolve_path(v, (info.context or {}).get("base_dir"))
 
     @field_validator("endpoint")
     @classmethod

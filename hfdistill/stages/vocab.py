@@ -8,7 +8,6 @@ the parent's and this model's dev score (metrics.json of each; the card and the 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +19,7 @@ from hfdistill.errors import DataError, ModelError
 from hfdistill.folder import ModelFolder
 from hfdistill.models import load_classifier, load_tokenizer
 from hfdistill.models.pruned_bert import save_pruned
+from hfdistill.schema import resolve_path
 from hfdistill.stages.base import StageConfig, StageContext
 
 #: Examples of the vocabulary's own text on which the new model must reproduce the parent's logits.
@@ -41,11 +41,9 @@ class VocabConfig(StageConfig):
     @field_validator("text_files")
     @classmethod
     def _files_exist(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        base = (info.context or {}).get("base_dir")
         out = []
         for item in v:
-            p = Path(os.path.expanduser(item))
-            p = p if p.is_absolute() or base is None else (Path(base) / p).resolve()
+            p = resolve_path(item, (info.context or {}).get("base_dir"))
             if not p.is_file():
                 raise ValueError(f"text file {str(p)!r} not found")
             out.append(str(p))
