@@ -262,3 +262,12 @@ def run_dir_of(model: RunModel) -> Optional[Path]:
     """`run/` for a folder at `run/<stage>/<task>/` (None for a folder outside a run)."""
     run_dir = model.path.parent.parent
     return run_dir if (model.path.parent.name == model.stage and model.path.name == model.task) else None
+
+
+def task_teacher(models: list[RunModel]) -> Optional[RunModel]:
+    """A task's reference for retention and speed-ups (run summary, cards): the first evaluated model made
+    directly from the base model, else the first evaluated one."""
+    for m in models:
+        if m.lineage.get("parent_kind") == "base" and m.score is not None:
+            return m
+    return next((m for m in models if m.score is not None), None)

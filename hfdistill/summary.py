@@ -15,21 +15,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hfdistill.evaluation import clearly_above_baseline, reliable, speedup
-from hfdistill.folder import RunModel, find_run_models, parent_path
+from hfdistill.folder import RunModel, find_run_models, parent_path, task_teacher
 from hfdistill.models.formats import ADAPTER_DIR, INT8_CPU_META
 
 SUMMARY_MD = "SUMMARY.md"
 SUMMARY_JSON = "summary.json"
 #: A model "keeps" the teacher's quality when its score is at least this fraction of the teacher's.
 KEEPS = 0.97
-
-
-def _teacher(models: list[RunModel]) -> Optional[RunModel]:
-    """The task's reference: the first evaluated model made directly from the base model."""
-    for m in models:
-        if m.lineage.get("parent_kind") == "base" and m.score is not None:
-            return m
-    return next((m for m in models if m.score is not None), None)
 
 
 def how_to_load(m: RunModel, run_dir: Path) -> str:
@@ -59,7 +51,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         tasks.setdefault(m.task, []).append(m)
     out: dict[str, Any] = {"run": run_dir.name, "tasks": {}}
     for task, ms in tasks.items():
-        teacher = _teacher(ms)
+        teacher = task_teacher(ms)
         rows = []
         for m in ms:
             parent = by_path.get(parent_path(m)) if parent_path(m) else None

@@ -16,7 +16,8 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from hfdistill.evaluation import clearly_above_baseline, reliable, speedup
-from hfdistill.folder import RunModel, find_run_models, load_model_folder, parent_path, read_json, run_dir_of
+from hfdistill.folder import (RunModel, find_run_models, load_model_folder, parent_path, read_json, run_dir_of,
+                              task_teacher)
 from hfdistill.schema import KNOWN_BASE_IDS, PublishConfig, packaged_model_path
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -127,12 +128,6 @@ def _public_data(data: dict[str, Any]) -> dict[str, Any]:
 def _latency(m: dict[str, Any]) -> Optional[float]:
     lat = (m.get("latency_ms") or {}).get("median")
     return float(lat) if isinstance(lat, (int, float)) and lat > 0 else None
-
-
-def _speed_ratio(ref: dict[str, Any], m: dict[str, Any]) -> Optional[float]:
-    """ref latency / m latency, only when both were measured under the same conditions (`evaluation.comparable`:
-    threads, sequence length, examples, CPU)."""
-    return speedup(ref, m)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -343,8 +338,7 @@ def build_card(model: RunModel, run_models: list[RunModel], repo_ids: Mapping[Pa
     # speed-up against the task's teacher (the first evaluated model made from the base model).
     same_task = [model if m.path == model.path else m for m in by_path.values()
                  if m.task == model.task and m.score is not None]
-    teachers = [m for m in same_task if m.lineage.get("parent_kind") == "base"] or same_task[:1]
-    ref = teachers[0] if teachers and len(same_task) > 1 else None
+    ref = task_teacher(same_task) if len(same_task) > 1 else None
     metric_names = [k for k, _, _, _ in metric_rows(model.metrics)]
     labels = {k: lbl for k, _, lbl, _ in metric_rows(model.metrics)}
     rows = []
@@ -360,7 +354,7 @@ def build_card(model: RunModel, run_models: list[RunModel], repo_ids: Mapping[Pa
                "latency": fmt_ms(m.metrics)}
         if ref is not None:
             row["retention"] = f"{100 * m.score / ref.score:.1f}%" if ref.score else None
-            ratio = _speed_ratio(ref.metrics, m.metrics)
+            ratio = speedup(ref.metrics, m.metrics)
             row["speedup"] = (f"{ratio:.2f}×" + ("" if reliable(ref.metrics, m.metrics) else " (busy machine)")
                               if ratio else None)
         rows.append(row)
@@ -374,7 +368,7 @@ def build_card(model: RunModel, run_models: list[RunModel], repo_ids: Mapping[Pa
         if isinstance(pb, (int, float)) and isinstance(mb, (int, float)) and mb > 0:
             vs_parent.append(f"is {pb / mb:.2f}× smaller on disk ({fmt_bytes(mb)} vs. {fmt_bytes(pb)})")
         lp, lm = _latency(parent.metrics), _latency(model.metrics)
-        if _speed_ratio(parent.metrics, model.metrics):
+        if speedup(parent.metrics, model.metrics):
             vs_parent.append(f"runs {lp / lm:.2f}× {'faster' if lp >= lm else 'slower (ratio)'} on CPU at batch "
                              f"size 1 ({lm:.2f} ms vs. {lp:.2f} ms)")
 
