@@ -1,7 +1,8 @@
 """Fault injection for the embedded Hub: answer chosen requests with an error, drop the connection, or lose the
 answer of a request that was applied; and stall points where crash tests SIGKILL a server process.
 
-Tests arm a rule (`faults.add("POST", "/commit/", status=503)`) and watch the real client retry or fail cleanly.
+Tests arm a rule (`faults.add("POST", "/commit/", status=503)`) and watch the real client retry or fail cleanly;
+`headers=` adds answer headers (`status=429, headers={"Retry-After": "2"}`: a rate limit asking for a 2 s wait).
 A rule fires `times` times, then disarms itself.
 """
 
@@ -39,6 +40,7 @@ class Fault:
     times: int
     hits: int = 0
     lose_response: bool = False  # …or let the app apply the request, then close the connection mid-answer
+    headers: tuple[tuple[str, str], ...] = ()  # extra headers of a `status` answer (e.g. Retry-After)
 
 
 class Faults:
@@ -49,10 +51,11 @@ class Faults:
         self._lock = threading.Lock()
 
     def add(self, method: str, path: str, *, status: int | None = None, drop: bool = False,
-            lose_response: bool = False, times: int = 1) -> Fault:
+            lose_response: bool = False, times: int = 1, headers: dict[str, str] | None = None) -> Fault:
         if [status is not None, drop, lose_response].count(True) != 1:
             raise ValueError("give one of status=, drop=True or lose_response=True")
-        rule = Fault(method.upper(), path, status, drop, times, lose_response=lose_response)
+        rule = Fault(method.upper(), path, status, drop, times, lose_response=lose_response,
+                     headers=tuple((headers or {}).items()))
         with self._lock:
             self._rules.append(rule)
         return rule
@@ -107,5 +110,6 @@ class FaultMiddleware:
         body = json.dumps({"error": f"injected fault: HTTP {rule.status}"}).encode()
         await send({"type": "http.response.start", "status": rule.status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"x-error-message", f"injected fault: HTTP {rule.status}".encode())]})
+                                (b"x-error-message", f"injected fault: HTTP {rule.status}".encode()),
+                                *((k.lower().encode(), v.encode()) for k, v in rule.headers)]})
         await send({"type": "http.response.body", "body": body})

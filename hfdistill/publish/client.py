@@ -11,6 +11,7 @@ in $HFDISTILL_PUBLISH_TOKEN): a shared recipe could name a server that records i
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import os
 import re
 import time
@@ -23,6 +24,8 @@ from hfdistill.version import __version__
 T = TypeVar("T")
 RETRY_STATUS = (429, 500, 502, 503, 504)
 RETRY_WAITS = (0.5, 1.5, 4.0)        # seconds before the 2nd, 3rd and 4th attempt
+#: The longest wait a `Retry-After` header (on a 429 or 503) obtains before the next attempt, in seconds.
+RETRY_AFTER_CAP = 120.0
 #: A token for the endpoint a recipe names (`publish.endpoint`): the explicit way to authenticate there.
 PUBLISH_TOKEN_ENV = "HFDISTILL_PUBLISH_TOKEN"
 
@@ -40,16 +43,40 @@ def first_line(text: str) -> str:
     return lines[0] if lines else ""
 
 
+def _http_cause(exc: BaseException) -> BaseException:
+    """The HTTP error inside `exc` (LFS upload errors wrap it in RuntimeErrors)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    while isinstance(exc, RuntimeError) and exc.__cause__ is not None and not isinstance(exc, HfHubHTTPError):
+        exc = exc.__cause__
+    return exc
+
+
+def retry_after(exc: BaseException) -> Optional[float]:
+    """The seconds a Hub answer asks the client to wait before trying again: its `Retry-After` header (seconds,
+    or an HTTP date) on a 429 or 503; None without one."""
+    response = getattr(_http_cause(exc), "response", None)
+    if response is None or response.status_code not in (429, 503):
+        return None
+    value = (response.headers.get("retry-after") or "").strip()
+    if not value:
+        return None
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time()) if when is not None else None
+
+
 def hub_error(exc: BaseException, action: str, token: Optional[str | bool] = None, attempts: int = 1) -> HubError:
     """A one-line HubError for any failure of a Hub call."""
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, RepositoryNotFoundError, \
         RevisionNotFoundError
 
-    cause = exc
-    while isinstance(cause, RuntimeError) and cause.__cause__ is not None and \
-            not isinstance(cause, HfHubHTTPError):  # LFS upload errors wrap the HTTP error
-        cause = cause.__cause__
+    cause = _http_cause(exc)
     tries = f" after {attempts} attempts" if attempts > 1 else ""
     if isinstance(cause, HfHubHTTPError) and cause.response is not None:
         status = cause.response.status_code
@@ -65,7 +92,12 @@ def hub_error(exc: BaseException, action: str, token: Optional[str | bool] = Non
             msg = f"not found (404): {server or 'no such repository or file'}"
         elif status in (409, 412):
             msg = f"conflict ({status}): {server or 'the repository changed meanwhile'}"
-        elif status >= 500 or status == 429:
+        elif status == 429:
+            wait = retry_after(cause)
+            msg = (f"rate limited by the Hub (HTTP 429 Too Many Requests){tries}" +
+                   (f"; it asks to wait {wait:g}s before retrying" if wait is not None else "") +
+                   ": try again later" + (f" ({server})" if server else ""))
+        elif status >= 500:
             msg = f"the Hub failed with HTTP {status}{tries}: {server or 'server error'}"
         else:
             msg = f"HTTP {status}: {server or first_line(str(cause))}"
@@ -86,8 +118,7 @@ def _retryable(exc: BaseException) -> bool:
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError
 
-    while isinstance(exc, RuntimeError) and exc.__cause__ is not None and not isinstance(exc, HfHubHTTPError):
-        exc = exc.__cause__
+    exc = _http_cause(exc)
     if isinstance(exc, HfHubHTTPError) and exc.response is not None:
         return exc.response.status_code in RETRY_STATUS
     return isinstance(exc, (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError))
@@ -96,6 +127,9 @@ def _retryable(exc: BaseException) -> bool:
 def with_retries(fn: Callable[[], T], action: str, token: Optional[str | bool] = None,
                  waits: tuple[float, ...] = RETRY_WAITS, log: Callable[[str], None] = print) -> T:
     """Call `fn`, retrying 5xx/429/timeouts/dropped connections; any failure becomes a one-line HubError.
+
+    Before each retry it waits `waits[i]`, or what the answer's `Retry-After` header asks when that is longer
+    (rate limits, maintenance), capped at RETRY_AFTER_CAP seconds.
 
     Retrying a whole commit is safe: the repo either has the commit (the retry's preupload sees unchanged files
     and makes none) or has nothing of it (the server applies a commit all at once).
@@ -109,9 +143,13 @@ def with_retries(fn: Callable[[], T], action: str, token: Optional[str | bool] =
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is reported as a HubError
             if attempt <= len(waits) and _retryable(exc):
+                wait, advised = waits[attempt - 1], retry_after(exc)
+                if advised is not None:
+                    wait = min(max(wait, advised), RETRY_AFTER_CAP)
+                why = f" (Retry-After: {advised:g}s)" if advised is not None else ""
                 log(redact(f"  {action}: {first_line(str(exc)) or type(exc).__name__}; retrying "
-                           f"in {waits[attempt - 1]:g}s", token))
-                time.sleep(waits[attempt - 1])
+                           f"in {wait:g}s{why}", token))
+                time.sleep(wait)
                 continue
             raise hub_error(exc, action, token, attempt) from None  # the chain may hold request details
 
