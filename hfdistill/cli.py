@@ -163,7 +163,33 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(a: argparse.Namespace) -> int:
+    path = hfdistill.report(a.run_dir, ablation=a.ablation, plots=not a.no_plots)
+    if a.json:
+        print(json.dumps({"report": str(path)}))
+    elif a.quiet:
+        print(path)
+    else:
+        print(path.read_text(encoding="utf-8"))
+        print(f"Report: {path} (copied into each task teacher's folder as report/, linked from its card)")
+    return 0
+
+
 def _cmd_cache(a: argparse.Namespace) -> int:
+    if a.prune:
+        r = hfdistill.prune_cache(a.run_dir, dry_run=a.dry_run)
+        if a.json:
+            _print_json({"root": str(r.root), "run_dirs": [str(d) for d in r.run_dirs], "dry_run": r.dry_run,
+                         "removed": [str(p) for p in r.removed], "kept": [e.key for e in r.kept],
+                         "freed_bytes": r.freed_bytes})
+            return 0
+        verb = "would free" if r.dry_run else "freed"
+        print(f"{a.run_dir}: {len(r.run_dirs)} run folder{'' if len(r.run_dirs) == 1 else 's'}, "
+              f"{len(r.removed)} unreferenced cache entr{'y' if len(r.removed) == 1 else 'ies'} "
+              f"{'to evict' if r.dry_run else 'evicted'}, {len(r.kept)} in use kept; {verb} {_bytes(r.freed_bytes)}")
+        for path in r.removed:
+            print(f"  {path}")
+        return 0
     entries = hfdistill.cache(a.run_dir, clean=a.clean, everything=a.all)
     if a.json:
         _print_json([{"key": e.key, "bytes": e.bytes, "examples": e.examples, "hidden_layers": e.hidden_layers,
@@ -178,6 +204,14 @@ def _cmd_cache(a: argparse.Namespace) -> int:
         layers = f", hidden states of layers {e.hidden_layers}" if e.hidden_layers else ""
         print(f"  {e.key[:12]}  {e.bytes / 1e6:8.1f} MB  {e.examples or '?'} examples{layers}; {used}")
     return 0
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"  # pragma: no cover
 
 
 # ------------------------------------------------------------------------------------------------ parser
@@ -196,8 +230,8 @@ def _common(p: argparse.ArgumentParser, json_output: bool = False) -> None:
         g.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hfdistill", formatter_class=argparse.RawDescriptionHelpFormatter,
+def build_parser(prog: str = "hfdistill") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Compress GLUE classifiers (fine-tune → distil → prune → quantize), "
                                             "evaluate them, write their model cards and publish them on the Hub.",
                                 epilog="examples:\n  hfdistill run recipes/quickstart.yaml\n"
@@ -314,18 +348,32 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "use (repeatable)")
     s.set_defaults(fn=_cmd_serve)
 
-    k = _sub(sub, "cache", "show (or clean) the teacher-output cache of a run folder",
-             ["hfdistill cache runs/quickstart", "hfdistill cache runs/quickstart --clean"])
-    k.add_argument("run_dir", help="the run folder (runs/<name>)")
+    rp = _sub(sub, "report", "write a run's report: dev scores, GLUE macro, sizes, CPU time, targets and plots",
+              ["hfdistill report runs/glue-chain", "hfdistill report runs/glue-chain --ablation bench/ablation.json"])
+    rp.add_argument("run_dir", help="the run folder (runs/<name>)")
+    rp.add_argument("--ablation", help="Table 4 data, JSON {variant: {task: [score per seed]}} (default: the run "
+                                       "folder's ablation.json; without one Table 4 says not measured)")
+    rp.add_argument("--no-plots", action="store_true", help="skip the two PNG plots (no matplotlib needed)")
+    _common(rp, json_output=True)
+    rp.set_defaults(fn=_cmd_report)
+
+    k = _sub(sub, "cache", "show (or clean) the teacher-output cache of a run folder; prune every run under a root",
+             ["hfdistill cache runs/quickstart", "hfdistill cache runs/quickstart --clean",
+              "hfdistill cache runs --prune --dry-run"])
+    k.add_argument("run_dir", help="the run folder (runs/<name>); with --prune, a folder holding run folders")
     k.add_argument("--clean", action="store_true", help="remove the entries no finished model used")
     k.add_argument("--all", action="store_true", help="remove every entry (they are recomputed when needed)")
+    k.add_argument("--prune", action="store_true",
+                   help="evict, from every run folder under RUN_DIR, the entries no finished model and no "
+                        "unfinished stage refers to (and crashed passes' folders); prints the bytes freed")
+    k.add_argument("--dry-run", action="store_true", help="with --prune: list what would be evicted, remove nothing")
     _common(k, json_output=True)
     k.set_defaults(fn=_cmd_cache)
     return p
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Optional[list[str]] = None, prog: str = "hfdistill") -> int:
+    args = build_parser(prog).parse_args(argv)
     _quiet_third_parties(getattr(args, "verbose", False))
     if getattr(args, "quiet", False):
         os.environ["TQDM_DISABLE"] = "1"  # our own progress bars too
@@ -340,6 +388,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("hfdistill: interrupted", file=sys.stderr)
         return 130
+
+
+def hf_extension_main() -> int:
+    """`hf distill …`: the `hf-distill` console script that huggingface_hub's `hf` CLI runs as an extension
+    (`hf extensions install OWNER/hf-distill`); the same commands as `hfdistill`."""
+    return main(prog="hf distill")
 
 
 if __name__ == "__main__":
