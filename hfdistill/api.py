@@ -10,12 +10,14 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from hfdistill import automation
 from hfdistill import cache as teacher_cache_admin
 from hfdistill import glue, hub, pipeline
 from hfdistill.cache import CacheEntry
 from hfdistill.errors import DataError, HubError
 from hfdistill.evaluation import evaluate_folder
 from hfdistill.folder import ModelFolder, load_model_folder, run_dir_of
+from hfdistill.hubserver.webhooks import WebhookTarget
 from hfdistill.publish import cards
 from hfdistill.publish.client import first_line
 from hfdistill.publish.pull import PullResult, default_evaluate
@@ -106,11 +108,33 @@ def pull(repo_id: str, *, endpoint: Optional[str] = None, storage: str | Path = 
 
 
 def serve(host: str = "127.0.0.1", port: int = 8787, storage: str | Path = "hub-storage",
-          token: Optional[str] = None, orgs: tuple[str, ...] = (), create: bool = False) -> None:
+          token: Optional[str] = None, orgs: tuple[str, ...] = (), create: bool = False,
+          webhook: Optional[str] = None, webhook_secret: Optional[str] = None,
+          webhook_watch: tuple[str, ...] = ()) -> None:
     """Serve the embedded Hub (API + web page); writes need `token` (default $HFDISTILL_HUB_TOKEN) when set, and
-    then go only to the namespace `local` and `orgs`. A folder holding no Hub is refused unless `create`."""
+    then go only to the namespace `local` and `orgs`. A folder holding no Hub is refused unless `create`.
+    webhook: a URL to POST the Hub's webhook payload to after each commit (in the background), with
+    `webhook_secret` (default $HFDISTILL_WEBHOOK_SECRET) in X-Webhook-Secret, for the repos in `webhook_watch`
+    (default: every repo)."""
+    targets = (WebhookTarget(webhook, webhook_secret or os.environ.get(automation.SECRET_ENV) or None,
+                             tuple(webhook_watch)),) if webhook else ()
     hub.serve(host, port, Path(storage), token or os.environ.get("HFDISTILL_HUB_TOKEN") or None, orgs=tuple(orgs),
-              create=create)
+              create=create, webhooks=targets)
+
+
+def webhook_serve(recipes: list[str | Path] = (), watch: list[str] = (), *, secret: Optional[str] = None,
+                  state_dir: str | Path = "webhook-state", host: str = "127.0.0.1", port: int = 8788,
+                  endpoint: Optional[str] = None, command: Optional[list[str]] = None) -> None:
+    """Serve the webhook receiver until interrupted: a new commit on main of a watched repo (a base model, or a
+    repo holding recipes) re-runs the recipes built on it (`model:` = that repo id) or stored in it, one job at a
+    time, and republishes them. secret: what the Hub sends in X-Webhook-Secret (default $HFDISTILL_WEBHOOK_SECRET;
+    required). watch: repo ids (default: the Hub ids the recipes' `model:` names). state_dir: the persistent queue
+    and the runs' logs. endpoint: the Hub of the watched repos (default HF_ENDPOINT). command: how a recipe runs
+    (default `python -m hfdistill run`; the recipe and --force are appended)."""
+    receiver = automation.Receiver([Path(r) for r in recipes], list(watch), Path(state_dir),
+                                   secret or os.environ.get(automation.SECRET_ENV, ""), endpoint=endpoint,
+                                   command=command)
+    automation.serve(receiver, host, port)
 
 
 def cache(run_dir: str | Path, clean: bool = False, everything: bool = False) -> list[CacheEntry]:

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -159,7 +160,14 @@ def _cmd_pull(a: argparse.Namespace) -> int:
 
 
 def _cmd_serve(a: argparse.Namespace) -> int:
-    hfdistill.serve(a.host, a.port, a.storage, orgs=tuple(a.org or ()), create=a.create)
+    hfdistill.serve(a.host, a.port, a.storage, orgs=tuple(a.org or ()), create=a.create, webhook=a.webhook,
+                    webhook_secret=a.webhook_secret, webhook_watch=tuple(a.webhook_watch or ()))
+    return 0
+
+
+def _cmd_webhook_serve(a: argparse.Namespace) -> int:
+    hfdistill.webhook_serve(a.recipe or [], a.watch or [], secret=a.secret, state_dir=a.state_dir, host=a.host,
+                            port=a.port, endpoint=a.endpoint, command=shlex.split(a.command) if a.command else None)
     return 0
 
 
@@ -346,7 +354,36 @@ def build_parser(prog: str = "hfdistill") -> argparse.ArgumentParser:
     s.add_argument("--create", action="store_true", help="start an empty Hub if --storage holds none")
     s.add_argument("--org", action="append", help="with a token: a namespace besides `local` that writers may "
                                                   "use (repeatable)")
+    s.add_argument("--webhook", metavar="URL", help="after each commit, POST the Hub's webhook payload to URL (in "
+                                                   "the background; a commit never waits for it)")
+    s.add_argument("--webhook-secret", help="sent in X-Webhook-Secret (default $HFDISTILL_WEBHOOK_SECRET)")
+    s.add_argument("--webhook-watch", metavar="REPO", action="append",
+                   help="send only the commits of this repo (repeatable; default: every repo)")
     s.set_defaults(fn=_cmd_serve)
+
+    w = _sub(sub, "webhook", "re-run recipes when a Hub webhook announces a new commit",
+             ["hfdistill webhook serve --watch my-org/base-model --recipe recipes/quickstart.yaml"])
+    wsub = w.add_subparsers(dest="webhook_command", required=True, metavar="<webhook command>")
+    ws = _sub(wsub, "serve", "receive Hub webhooks: a new commit on main of a watched repo re-runs and republishes "
+                             "the recipes built on it or stored in it, one job at a time, from a persistent queue",
+              ["HFDISTILL_WEBHOOK_SECRET=s3cret hfdistill webhook serve --recipe my.yaml --port 8788",
+               "hfdistill webhook serve --secret s3cret --watch my-org/recipes --state-dir webhook-state"])
+    ws.add_argument("--recipe", action="append", metavar="RECIPE",
+                    help="a recipe to re-run when the repo its `model:` names gets a commit (repeatable)")
+    ws.add_argument("--watch", action="append", metavar="REPO",
+                    help="a base-model or recipe repo to watch (repeatable; default: the Hub ids the recipes' "
+                         "`model:` names); the `*.yaml` recipes stored in a watched repo run too")
+    ws.add_argument("--secret", help="the webhook's secret, checked against X-Webhook-Secret (default "
+                                     "$HFDISTILL_WEBHOOK_SECRET; required)")
+    ws.add_argument("--state-dir", default="webhook-state",
+                    help="the persistent job queue and the runs' logs (default ./webhook-state)")
+    ws.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ws.add_argument("--port", type=int, default=8788, help="port (default 8788; 0 picks a free one); the Hub "
+                                                          "posts to http://HOST:PORT/webhook")
+    ws.add_argument("--endpoint", help="the Hub the watched repos live on (default HF_ENDPOINT / huggingface.co)")
+    ws.add_argument("--command", help="how to run a recipe (default `python -m hfdistill run`; the recipe path "
+                                      "and --force are appended), e.g. 'accelerate launch -m hfdistill run'")
+    ws.set_defaults(fn=_cmd_webhook_serve)
 
     rp = _sub(sub, "report", "write a run's report: dev scores, GLUE macro, sizes, CPU time, targets and plots",
               ["hfdistill report runs/glue-chain", "hfdistill report runs/glue-chain --ablation bench/ablation.json"])

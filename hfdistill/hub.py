@@ -19,6 +19,7 @@ from hfdistill.errors import HubError
 from hfdistill.hubserver import local_endpoint_online, start_in_thread
 from hfdistill.hubserver import serve as _serve
 from hfdistill.hubserver.storage import is_hub_storage
+from hfdistill.hubserver.webhooks import WebhookTarget
 from hfdistill.publish import pull as _pull
 from hfdistill.publish import push as _push
 from hfdistill.publish.client import RETRY_WAITS
@@ -80,10 +81,10 @@ def pull(repo_id: str, *, endpoint: Optional[str] = None, storage: Path = Path("
 
 
 def serve(host: str, port: int, storage: Path, token: Optional[str] = None, orgs: tuple[str, ...] = (),
-          create: bool = False) -> None:
+          create: bool = False, webhooks: tuple[WebhookTarget, ...] = ()) -> None:
     """Serve the embedded Hub (API + web page) until interrupted. A folder that holds no Hub is an error (a typo
     in --storage would otherwise show an empty Hub) unless `create`."""
     if not create and not is_hub_storage(Path(storage)):
         raise HubError(f"{Path(storage).resolve()} holds no embedded Hub: pass --create to start an empty one there, "
                        f"or point --storage at the folder a push wrote (publish.storage)")
-    _serve(host, port, Path(storage), token, orgs=orgs)
+    _serve(host, port, Path(storage), token, orgs=orgs, webhooks=webhooks)

@@ -53,7 +53,7 @@ def test_hf_lists_and_runs_the_distill_extension(hf_home):
     helped = _hf(hf_home, "distill", "--help")
     assert helped.returncode == 0, helped.stderr
     assert helped.stdout.startswith("usage: hf distill ")
-    for command in ("run", "validate", "push", "pull"):
+    for command in ("run", "validate", "push", "pull", "webhook"):
         assert command in helped.stdout
 
     checked = _hf(hf_home, "distill", "validate", "recipes/quickstart.yaml")

@@ -60,6 +60,7 @@ from hfdistill.hubserver.storage import (
     check_path,
     is_lfs_path,
 )
+from hfdistill.hubserver.webhooks import WebhookSender, WebhookTarget, announce_commit, head_of
 
 DEFAULT_USER = "local"
 JSON_BODY_LIMIT = 8 << 20             # every body but a commit's and an LFS upload's
@@ -132,8 +133,9 @@ class HubApp:
 
     def __init__(self, storage: HubStorage, tokens: set[str] | None, faults: Faults | None, user: str,
                  orgs: tuple[str, ...] = (), lfs_threshold: int = LFS_MIN_SIZE,
-                 max_commit_body: int = DEFAULT_MAX_COMMIT_BODY):
+                 max_commit_body: int = DEFAULT_MAX_COMMIT_BODY, webhooks: tuple[WebhookTarget, ...] = ()):
         self.storage = storage
+        self.webhooks = WebhookSender(tuple(webhooks)) if webhooks else None  # posts events after commits
         self.tokens = set(tokens) if tokens else None
         self.faults = faults
         self.user = user
@@ -524,8 +526,11 @@ class HubApp:
                 ops.append(self.storage.add_lfs(value.path, value.oid, value.size))
             else:
                 ops.append(self.storage.delete(key, value.path))
-        commit = self.storage.commit(repo_id, self.rev(request), ops, header.summary or "Upload files",
+        branch = self.rev(request).removeprefix("refs/heads/")
+        before = head_of(self.storage, repo_id, branch) if self.webhooks else None
+        commit = self.storage.commit(repo_id, branch, ops, header.summary or "Upload files",
                                      header.description, self.user, header.parentCommit)
+        announce_commit(self.webhooks, self.storage, self.base(request), repo_id, branch, before, commit.id)
         return HubJSON({"success": True, "commitOid": commit.id, "pullRequestUrl": None,
                         "commitUrl": f"{self.base(request)}/{repo_id}/commit/{commit.id}"})
 
@@ -620,7 +625,8 @@ def _endpoint(hub: HubApp, ep: Endpoint):
 
 def create_app(storage: Path, tokens: set[str] | None = None, faults: Faults | None = None,
                user: str = DEFAULT_USER, orgs: tuple[str, ...] = (), lfs_threshold: int = LFS_MIN_SIZE,
-               max_commit_body: int = DEFAULT_MAX_COMMIT_BODY) -> Starlette:
+               max_commit_body: int = DEFAULT_MAX_COMMIT_BODY,
+               webhooks: tuple[WebhookTarget, ...] = ()) -> Starlette:
     """A Hub-compatible app storing its data under `storage`.
 
     tokens: accepted write tokens (None: anyone may write — only for a server bound to 127.0.0.1); a token holder
@@ -628,8 +634,9 @@ def create_app(storage: Path, tokens: set[str] | None = None, faults: Faults | N
     faults: optional fault injection for tests.
     lfs_threshold: files of this size or more must come through LFS (preupload says so; an inline one is a 413).
     max_commit_body: the largest commit request (NDJSON, inline files base64-encoded).
+    webhooks: where to POST the Hub's webhook payload after each commit to the repos they watch (`webhooks.py`).
     """
-    hub = HubApp(HubStorage(Path(storage)), tokens, faults, user, orgs, lfs_threshold, max_commit_body)
+    hub = HubApp(HubStorage(Path(storage)), tokens, faults, user, orgs, lfs_threshold, max_commit_body, webhooks)
     m = "/api/models/{ns}/{name}"
     get, post, delete = ("GET",), ("POST",), ("DELETE",)
     endpoints = [

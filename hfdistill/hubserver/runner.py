@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from hfdistill.errors import HubError
 from hfdistill.hubserver.app import create_app
 from hfdistill.hubserver.faults import Faults
+from hfdistill.hubserver.webhooks import WebhookTarget
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _online = {"depth": 0, "saved": False}
@@ -47,6 +48,8 @@ class RunningHub:
         self._server.should_exit = True  # type: ignore[attr-defined]
         self._thread.join(timeout=10)
         if self.app is not None:
+            if self.app.state.hub.webhooks is not None:
+                self.app.state.hub.webhooks.close()
             self.app.state.hub.storage.close()
 
     def __enter__(self) -> "RunningHub":
@@ -60,7 +63,7 @@ def start_in_thread(storage: Path, tokens: set[str] | None = None, faults: Fault
                     host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0, **app_options: Any) -> RunningHub:
     """Start the server on `host:port` (port 0: a free one) and return once it accepts connections.
 
-    app_options go to `create_app` (user, orgs, lfs_threshold, max_commit_body).
+    app_options go to `create_app` (user, orgs, lfs_threshold, max_commit_body, webhooks).
     """
     import uvicorn
 
@@ -82,12 +85,12 @@ def start_in_thread(storage: Path, tokens: set[str] | None = None, faults: Fault
 
 
 def serve(host: str = "127.0.0.1", port: int = 8787, storage: Path | str = "hub-storage",
-          token: str | None = None, orgs: tuple[str, ...] = ()) -> None:
+          token: str | None = None, orgs: tuple[str, ...] = (), webhooks: tuple[WebhookTarget, ...] = ()) -> None:
     """Run the embedded Hub in the foreground (`hfdistill hub serve`; port 0 picks a free port and prints it).
 
     With `token` (or HFDISTILL_HUB_TOKEN) writes need that token, and go only to the namespaces whoami names (the
     user `local` and `orgs`); without one, the server binds only to a loopback address, where anyone on the machine
-    may write.
+    may write. webhooks: where to POST the Hub's webhook payload after commits (`hubserver.webhooks`).
     """
     import uvicorn
 
@@ -95,12 +98,14 @@ def serve(host: str = "127.0.0.1", port: int = 8787, storage: Path | str = "hub-
     if token is None and host not in LOOPBACK_HOSTS:
         raise HubError(f"refusing to serve on {host} without a token: set HFDISTILL_HUB_TOKEN to a secret of your "
                        f"choice (clients then send it as their Hub token, e.g. HF_TOKEN) or bind to 127.0.0.1")
-    app = create_app(Path(storage), {token} if token else None, orgs=orgs)
+    app = create_app(Path(storage), {token} if token else None, orgs=orgs, webhooks=tuple(webhooks))
     sock = bind(host, port)
     port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(f"Embedded Hub on http://{shown}:{port}  (storage: {Path(storage).resolve()})", flush=True)
     print(f"  browse the models: http://{shown}:{port}/   use it: HF_ENDPOINT=http://{shown}:{port}", flush=True)
+    for w in webhooks:
+        print(f"  webhook: commits to {', '.join(w.watch) or 'any repo'} → POST {w.url}", flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=[sock])
 
 
