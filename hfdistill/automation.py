@@ -282,7 +282,7 @@ class Receiver:
                 error = f"{recipe.name} failed (exit {code}): {lines[-1].strip() if lines else 'no output'}"
                 errors.append(error)
             job.runs.append({"recipe": str(recipe), "exit": code, "log": str(log_path), "error": error})
-            self.log(f"webhook: {job.repo}@{job.sha[:8]}: " + (error or f"{recipe.name} re-ran and republished"))
+            self.log(f"webhook: {job.repo}@{job.sha[:8]}: " + (error or f"{recipe.name} re-ran"))
         return "; ".join(errors) or None
 
     def _work(self) -> None:
