@@ -2,7 +2,7 @@
 write a model card for each and publish them on the Hugging Face Hub — from one YAML recipe.
 
 Public API (`hfdistill.api`, loaded on first use so that `import hfdistill` stays light):
-`run`, `validate`, `evaluate`, `card`, `push`, `pull`, `serve`, `cache`, `check_data`, `recipe_reference`.
+`run`, `validate`, `evaluate`, `card`, `push`, `pull`, `serve`, `cache`, `report`, `check_data`, `recipe_reference`.
 """
 
 import importlib
@@ -47,11 +47,12 @@ if _RegisterPrunedModels.TARGET in sys.modules:
 elif not any(isinstance(f, _RegisterPrunedModels) for f in sys.meta_path):
     sys.meta_path.insert(0, _RegisterPrunedModels())
 
-API = ("run", "validate", "evaluate", "card", "push", "pull", "serve", "cache", "check_data", "recipe_reference",
+API = ("run", "validate", "evaluate", "card", "push", "pull", "serve", "cache", "report", "check_data",
+       "recipe_reference",
        "webhook_serve")
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hfdistill.api import (cache, card, check_data, evaluate, pull, push, recipe_reference, run,  # noqa
+    from hfdistill.api import (cache, card, check_data, evaluate, pull, push, recipe_reference, report, run,  # noqa
                                serve, validate, webhook_serve)
 
 

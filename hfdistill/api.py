@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 from hfdistill import automation
 from hfdistill import cache as teacher_cache_admin
 from hfdistill import glue, hub, pipeline
+from hfdistill import reports as run_report
 from hfdistill.cache import CacheEntry
 from hfdistill.errors import DataError, HubError
 from hfdistill.evaluation import evaluate_folder
@@ -143,6 +144,13 @@ def cache(run_dir: str | Path, clean: bool = False, everything: bool = False) ->
     if clean or everything:
         return teacher_cache_admin.clean(Path(run_dir), everything=everything)
     return teacher_cache_admin.entries(Path(run_dir))
+
+
+def report(run_dir: str | Path, ablation: Optional[str | Path] = None, plots: bool = True) -> Path:
+    """Write the run's report (RUN_DIR/report/report.md: Tables 1, 3 and 4 of the DistilBERT paper, the targets,
+    plots), copy it into every task teacher's folder and relink their cards; returns the path of report.md.
+    ablation: a Table 4 file ({variant: {task: [score per seed]}}) when the run folder has no ablation.json."""
+    return run_report.write(Path(run_dir), ablation=Path(ablation) if ablation else None, plots=plots)
 
 
 def check_data(glue_dir: Optional[str | Path] = None) -> dict[str, Any]:

@@ -19,13 +19,13 @@ from typing import Any, Optional
 import yaml
 
 from hfdistill import glue, hub, summary
-from hfdistill.errors import ModelError
 from hfdistill.evaluation import clearly_above_baseline, evaluate_model
 from hfdistill.folder import (LINEAGE_FILE, METRICS_FILE, ModelFolder, is_complete, make_readable, public_name,
                               public_paths, public_source, read_json, remove_empty_parents, replace_folder,
                               tmp_path_for, write_json)
 from hfdistill.models import load_model, load_tokenizer
 from hfdistill.publish import cards
+from hfdistill.publish.client import with_retries
 from hfdistill.recipe import Recipe, load_recipe
 from hfdistill.schema import PACKAGED_MODELS
 from hfdistill.stages import REGISTRY, StageContext
@@ -59,10 +59,10 @@ def resolve_base_model(recipe: Recipe) -> Path:
         return Path(spec)
     from huggingface_hub import snapshot_download
 
-    try:
-        return Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt", "*.model"]))
-    except Exception as e:  # offline, 404, auth…
-        raise ModelError(f"model {spec!r}: cannot download from the Hub ({type(e).__name__})") from None
+    # retried like every Hub call (5xx, 429 after its Retry-After); a failure is one line: 404, 401, rate limit…
+    return Path(with_retries(lambda: snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.bin",
+                                                                             "*.txt", "*.model"]),
+                             f"model {spec!r}: download from the Hub"))
 
 
 def _key(*parts: Any) -> str:

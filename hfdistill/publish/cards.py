@@ -23,6 +23,7 @@ from hfdistill.schema import KNOWN_BASE_IDS, PublishConfig, packaged_model_path
 TEMPLATES = Path(__file__).parent / "templates"
 CARD_TEMPLATE = "model_card.md.j2"
 PLOT_FILE = "size_vs_score.png"
+REPORT_DIR, REPORT_MD = "report", "report.md"  # a run report copied into a teacher folder (hfdistill.report)
 GLUE_DATASET = "nyu-mll/glue"
 
 KIND_TAGS = {"finetune": "fine-tuned", "distill": "distillation", "prune": "pruning", "quantize": "quantization",
@@ -394,6 +395,8 @@ def build_card(model: RunModel, run_models: list[RunModel], repo_ids: Mapping[Pa
         "plot": plot.name if plot else None, "load": snippet,
         "limitations": _limitations(model, chain, snippet), "endpoint": endpoint,
         "data": _public_data(model.lineage.get("data") or {}),
+        # `hfdistill report RUN_DIR` copies the run's report into each task teacher's folder: the card links it
+        "report": f"{REPORT_DIR}/{REPORT_MD}" if (model.path / REPORT_DIR / REPORT_MD).is_file() else None,
     }
     card = ModelCard.from_template(data, template_path=str(TEMPLATES / CARD_TEMPLATE), **ctx)
     text = "\n".join(line.rstrip() for line in str(card).splitlines())

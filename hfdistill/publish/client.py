@@ -44,10 +44,16 @@ def first_line(text: str) -> str:
 
 
 def _http_cause(exc: BaseException) -> BaseException:
-    """The HTTP error inside `exc` (LFS upload errors wrap it in RuntimeErrors)."""
+    """The HTTP error inside `exc`: snapshot_download raises LocalEntryNotFoundError from the Hub's answer, LFS
+    upload errors wrap it (or a network error) in RuntimeErrors."""
     from huggingface_hub.errors import HfHubHTTPError
 
-    while isinstance(exc, RuntimeError) and exc.__cause__ is not None and not isinstance(exc, HfHubHTTPError):
+    inner: BaseException | None = exc
+    while inner is not None:
+        if isinstance(inner, HfHubHTTPError):
+            return inner
+        inner = inner.__cause__ or inner.__context__
+    while isinstance(exc, RuntimeError) and exc.__cause__ is not None:
         exc = exc.__cause__
     return exc
 
