@@ -183,18 +183,6 @@ def _cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_report(a: argparse.Namespace) -> int:
-    path = hfdistill.report(a.run_dir, ablation=a.ablation, plots=not a.no_plots)
-    if a.json:
-        print(json.dumps({"report": str(path)}))
-    elif a.quiet:
-        print(path)
-    else:
-        print(path.read_text(encoding="utf-8"))
-        print(f"Report: {path} (copied into each task teacher's folder as report/, linked from its card)")
-    return 0
-
-
 def _cmd_cache(a: argparse.Namespace) -> int:
     if a.prune:
         r = hfdistill.prune_cache(a.run_dir, dry_run=a.dry_run)
@@ -396,15 +384,6 @@ def build_parser(prog: str = "hfdistill") -> argparse.ArgumentParser:
     ws.add_argument("--command", help="how to run a recipe (default `python -m hfdistill run`; the recipe path "
                                       "and --force are appended), e.g. 'accelerate launch -m hfdistill run'")
     ws.set_defaults(fn=_cmd_webhook_serve)
-
-    rp = _sub(sub, "report", "write a run's report: dev scores, GLUE macro, sizes, CPU time, targets and plots",
-              ["hfdistill report runs/glue-chain", "hfdistill report runs/glue-chain --ablation bench/ablation.json"])
-    rp.add_argument("run_dir", help="the run folder (runs/<name>)")
-    rp.add_argument("--ablation", help="Table 4 data, JSON {variant: {task: [score per seed]}} (default: the run "
-                                       "folder's ablation.json; without one Table 4 says not measured)")
-    rp.add_argument("--no-plots", action="store_true", help="skip the two PNG plots (no matplotlib needed)")
-    _common(rp, json_output=True)
-    rp.set_defaults(fn=_cmd_report)
 
     rp = _sub(sub, "report", "write a run's report: dev scores, GLUE macro, sizes, CPU time, targets and plots",
               ["hfdistill report runs/glue-chain", "hfdistill report runs/glue-chain --ablation bench/ablation.json"])
