@@ -36,6 +36,7 @@ import yaml
 
 from hfdistill.errors import HfdistillError, RecipeError
 from hfdistill.hubserver.runner import bind, is_local_endpoint, local_endpoint_online
+from hfdistill.publish.client import with_retries
 
 SECRET_ENV = "HFDISTILL_WEBHOOK_SECRET"
 QUEUE_FILE = "queue.jsonl"
@@ -231,11 +232,16 @@ class Receiver:
 
         folder = self.state_dir / "recipes" / job.repo_type / job.repo
         api = HfApi(endpoint=self.endpoint, token=self.token, library_name="hfdistill")
-        with local_endpoint_online(self.endpoint):
+
+        def download() -> list[str]:
             files = [f for f in api.list_repo_files(job.repo, repo_type=job.repo_type, revision=job.sha)
                      if f.endswith((".yaml", ".yml")) and "/" not in f]
             for f in files:
                 api.hf_hub_download(job.repo, f, repo_type=job.repo_type, revision=job.sha, local_dir=folder)
+            return files
+
+        with local_endpoint_online(self.endpoint):  # retried like every Hub call; a failure is one line
+            files = with_retries(download, f"recipes of {job.repo}@{job.sha[:8]}", self.token, log=self.log)
         out = []
         for f in files:
             try:
@@ -257,9 +263,8 @@ class Receiver:
         """Run every recipe of the job, one after the other; the first failure's one-line reason, or None."""
         try:
             recipes = self.recipes_for(job)
-        except Exception as e:  # noqa: BLE001 - a Hub error while listing a recipe repo fails this job only
-            return f"cannot read the recipes of {job.repo}@{job.sha[:8]}: {type(e).__name__}: " \
-                   f"{(str(e).splitlines() or [''])[0]}"
+        except HfdistillError as e:  # the recipe repo could not be read: this job fails, the queue goes on
+            return str(e)
         if not recipes:
             self.log(f"webhook: {job.repo}@{job.sha[:8]}: no recipe depends on it")
             return None

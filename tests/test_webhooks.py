@@ -232,3 +232,30 @@ def test_an_unreachable_webhook_target_never_delays_or_fails_a_commit(tmp_path, 
         assert delivery.status is None and "Connection refused" in delivery.error
     finally:
         hub.stop()
+
+
+def test_a_watched_recipe_repo_runs_the_recipes_stored_in_it_at_the_new_commit(tmp_path, hub_env, runner):
+    receiver = Receiver([], ["local/recipes"], tmp_path / "state", SECRET, command=runner, log=lambda m: None)
+    running = start_in_thread(receiver)
+    hub = start_hub(tmp_path / "hub", webhooks=(WebhookTarget(running.url + "/webhook", SECRET, ()),))
+    receiver.endpoint = hub.url
+    try:
+        api = HfApi(endpoint=hub.url)
+        api.create_repo("local/recipes")
+        recipe = "name: stored\nmodel: local/base\ntasks: [sst2]\nstages: [{name: t, kind: finetune}]\n"
+        api.upload_file(path_or_fileobj=b"a: 1\n", path_in_repo="not-a-recipe.yaml", repo_id="local/recipes")
+        sha = api.upload_file(path_or_fileobj=recipe.encode(), path_in_repo="stored.yaml", repo_id="local/recipes").oid
+        _wait(lambda: [j["status"] for j in receiver.queue.snapshot()] == ["done", "done"], what="both commits")
+        stored = tmp_path / "state" / "recipes" / "model" / "local" / "recipes" / "stored.yaml"
+        assert receiver.queue.snapshot()[1]["sha"] == sha and stored.read_text() == recipe  # at that commit
+        assert _runs(tmp_path) == [f"stored.yaml --force {hub.url}"]  # the first commit held no recipe
+
+        # a repo that cannot be read fails its job in one line; the receiver goes on
+        ghost = commit_payload(hub.url, "local/recipes", False, "refs/heads/main", None, "f" * 40, "f" * 40, "w")
+        assert _post(running.url, ghost)[0] == 202
+        _wait(lambda: receiver.queue.snapshot()[-1]["status"] == "failed", what="the failed job")
+        error = receiver.queue.snapshot()[-1]["error"]
+        assert error.startswith("recipes of local/recipes@ffffffff: revision not found (404)") and "\n" not in error
+    finally:
+        running.stop()
+        hub.stop()
