@@ -137,6 +137,12 @@ def test_a_request_without_the_right_secret_gets_401_and_queues_nothing(loop, tm
     assert running.receiver.queue.snapshot() == []
     assert _post(running.url, payload)[0] == 202  # the same payload with the secret is taken
     assert running.receiver.wait_idle(30) and len(_runs(tmp_path)) == 1
+    with pytest.raises(urllib.error.HTTPError) as e:  # the queue is not public either
+        urllib.request.urlopen(running.url + "/jobs", timeout=10)
+    assert e.value.code == 401
+    req = urllib.request.Request(running.url + "/jobs", headers={"X-Webhook-Secret": SECRET})
+    listed = json.loads(urllib.request.urlopen(req, timeout=10).read())
+    assert listed["watch"] == ["local/base"] and [j["sha"] for j in listed["jobs"]] == ["a" * 40]
 
 
 def test_a_failing_run_is_logged_and_the_next_commit_still_runs(loop, tmp_path):
