@@ -48,12 +48,12 @@ elif not any(isinstance(f, _RegisterPrunedModels) for f in sys.meta_path):
     sys.meta_path.insert(0, _RegisterPrunedModels())
 
 API = ("run", "validate", "evaluate", "card", "push", "pull", "serve", "cache", "report", "check_data",
-       "recipe_reference",
+       "recipe_reference", "refresh", "collection", "leaderboard",
        "webhook_serve")
 
 if TYPE_CHECKING:  # pragma: no cover
     from hfdistill.api import (cache, card, check_data, evaluate, pull, push, recipe_reference, report, run,  # noqa
-                               serve, validate, webhook_serve)
+                               serve, validate, webhook_serve, refresh, collection, leaderboard)
 
 
 def __getattr__(name: str) -> Any:

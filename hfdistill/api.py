@@ -21,8 +21,11 @@ from hfdistill.folder import ModelFolder, load_model_folder, run_dir_of
 from hfdistill.hubserver.webhooks import WebhookTarget
 from hfdistill.publish import cards
 from hfdistill.publish.client import first_line
+from hfdistill.publish.collection import CollectionResult
+from hfdistill.publish.leaderboard import Leaderboard
 from hfdistill.publish.pull import PullResult, default_evaluate
 from hfdistill.publish.push import publish_config_of
+from hfdistill.publish.refresh import RefreshResult
 from hfdistill.recipe import Recipe, load_recipe, reference_markdown
 from hfdistill.schema import PublishConfig
 
@@ -136,6 +139,43 @@ def webhook_serve(recipes: list[str | Path] = (), watch: list[str] = (), *, secr
                                    secret or os.environ.get(automation.SECRET_ENV, ""), endpoint=endpoint,
                                    command=command)
     automation.serve(receiver, host, port)
+
+
+def refresh(repo_ids: str | list[str] = (), *, author: Optional[str] = None, endpoint: Optional[str] = None,
+            storage: str | Path = "hub-storage", reevaluate: bool = False, max_samples: Optional[int] = None,
+            glue_dir: Optional[str | Path] = None, hub_dataset: Optional[str] = None,
+            **kwargs: Any) -> list[RefreshResult]:
+    """Regenerate the cards and metadata (model-index, tags, base_model, labels) of published hfdistill models —
+    `repo_ids`, or every one of `author` — from the metrics.json/lineage.json in their repos, and push one commit
+    per repo where something changed (none otherwise). reevaluate=True downloads each model and re-runs the
+    evaluation of `pull --verify` first (its first `max_samples` dev rows, else all; data as in `pull`).
+    `endpoint="embedded"` works on the embedded Hub in `storage`. Returns a `RefreshResult` per repo."""
+    repo_ids = [repo_ids] if isinstance(repo_ids, str) else list(repo_ids)
+    if "evaluate" not in kwargs:
+        kwargs["evaluate"] = functools.partial(default_evaluate, glue_dir=Path(glue_dir) if glue_dir else None,
+                                               hub_dataset=hub_dataset)
+    return hub.refresh(repo_ids, author=author, endpoint=endpoint, storage=Path(storage), reevaluate=reevaluate,
+                       max_samples=max_samples, **kwargs)
+
+
+def collection(run_dirs: str | Path | list[str | Path], title: Optional[str] = None, *,
+               endpoint: Optional[str] = None, storage: Optional[str | Path] = None,
+               **kwargs: Any) -> CollectionResult:
+    """Gather the published models of a run folder (or several: a sweep's) into a Hub collection, in stage order,
+    with a note on each (score, size, latency); a re-run updates the notes and order, never duplicates items.
+    title: default the recipe's `publish.collection`, else the recipe name; endpoint/storage/repo_prefix (where
+    the models were pushed) default to the first run's `publish:`."""
+    dirs = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(d) for d in run_dirs]
+    return hub.collection(dirs, title, endpoint=endpoint, storage=Path(storage) if storage else None, **kwargs)
+
+
+def leaderboard(author: str, *, endpoint: Optional[str] = None, storage: str | Path = "hub-storage",
+                out_dir: Optional[str | Path] = None, push: Optional[str] = None, **kwargs: Any) -> Leaderboard:
+    """Every hfdistill model of `author` in one table from their cards' metadata (task scores, macro score,
+    params, disk, latency, parent, retention vs. the teacher); out_dir: write README.md + leaderboard.png there;
+    push: also commit them to that repo (one commit, none when unchanged)."""
+    return hub.leaderboard(author, endpoint=endpoint, storage=Path(storage),
+                           out_dir=Path(out_dir) if out_dir else None, push=push, **kwargs)
 
 
 def cache(run_dir: str | Path, clean: bool = False, everything: bool = False) -> list[CacheEntry]:

@@ -183,6 +183,49 @@ def _cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _hub_log(a: argparse.Namespace) -> dict[str, Any]:
+    """Log lines and progress bars of the Hub commands: off with --quiet or --json."""
+    quiet = a.quiet or getattr(a, "json", False)
+    return {"log": (lambda _m: None) if quiet else print, "progress": not quiet}
+
+
+def _cmd_refresh(a: argparse.Namespace) -> int:
+    results = hfdistill.refresh(a.repo_ids, author=a.author, endpoint=a.endpoint, storage=a.storage,
+                                reevaluate=a.reevaluate, max_samples=a.max_samples, glue_dir=a.glue_dir,
+                                hub_dataset=a.hub_dataset, **_hub_log(a))
+    if a.json:
+        _print_json([{"repo_id": r.repo_id, "commit": r.commit, "changed": r.changed, "url": r.url}
+                     for r in results])
+    else:
+        print(f"{sum(bool(r.changed) for r in results)} of {len(results)} repo(s) changed")
+    return 0
+
+
+def _cmd_collection(a: argparse.Namespace) -> int:
+    r = hfdistill.collection(a.run_dirs, a.title, endpoint=a.endpoint, storage=a.storage, private=a.private,
+                             repo_prefix=a.repo_prefix, **_hub_log(a))
+    if a.json:
+        _print_json({"slug": r.slug, "url": r.url, "title": r.title, "added": r.added, "updated": r.updated,
+                     "unchanged": r.unchanged})
+    else:
+        print(f"{r.title}: {r.url} ({len(r.added)} added, {len(r.updated)} updated, {len(r.unchanged)} unchanged)")
+    return 0
+
+
+def _cmd_leaderboard(a: argparse.Namespace) -> int:
+    board = hfdistill.leaderboard(a.author, endpoint=a.endpoint, storage=a.storage, out_dir=a.out, push=a.push,
+                                  **_hub_log(a))
+    if a.json:
+        _print_json({"author": board.author, "tasks": board.tasks,
+                     "rows": [{**vars(r), "macro": r.macro} for r in board.rows],
+                     "files": [str(f) for f in board.files], "pushed": board.pushed})
+        return 0
+    print(board.text())
+    for f in board.files:
+        print(f"wrote {f}")
+    return 0
+
+
 def _cmd_cache(a: argparse.Namespace) -> int:
     if a.prune:
         r = hfdistill.prune_cache(a.run_dir, dry_run=a.dry_run)
@@ -406,7 +449,54 @@ def build_parser(prog: str = "hfdistill") -> argparse.ArgumentParser:
     k.add_argument("--dry-run", action="store_true", help="with --prune: list what would be evicted, remove nothing")
     _common(k, json_output=True)
     k.set_defaults(fn=_cmd_cache)
+    rf = _sub(sub, "refresh", "regenerate the cards and metadata of published models from their repos' records "
+                              "(one commit per repo, only when something changed)",
+              ["hfdistill refresh my-user/quickstart-student-sst2", "hfdistill refresh --author my-user",
+               "hfdistill refresh --author local --endpoint embedded --storage hub-storage",
+               "hfdistill refresh my-user/q-student-sst2 --reevaluate --max-samples 200"])
+    rf.add_argument("repo_ids", nargs="*", metavar="REPO_ID", help="the model repos to refresh")
+    rf.add_argument("--author", help="refresh every hfdistill model of this user or organisation")
+    rf.add_argument("--reevaluate", action="store_true",
+                    help="download each model and re-run its GLUE evaluation first (as `pull --verify` does)")
+    rf.add_argument("--max-samples", type=int, help="--reevaluate on only the first N dev examples")
+    rf.add_argument("--glue-dir", help="GLUE folder for --reevaluate (default $HFDISTILL_GLUE_DIR)")
+    rf.add_argument("--hub-dataset", help="datasets id with GLUE configs for --reevaluate (e.g. nyu-mll/glue)")
+    _hub_options(rf)
+    _common(rf, json_output=True)
+    rf.set_defaults(fn=_cmd_refresh)
+
+    co = _sub(sub, "collection", "gather a run's (or a sweep's) published models into a Hub collection, in stage "
+                                 "order, with score, size and latency on each",
+              ["hfdistill collection runs/quickstart", "hfdistill collection runs/a runs/b --title 'My sweep'"])
+    co.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="the run folder(s) whose models were pushed")
+    co.add_argument("--title", help="the collection's title (default: the recipe's publish.collection, else "
+                                    "the recipe name)")
+    co.add_argument("--private", action="store_true", help="create the collection private")
+    co.add_argument("--endpoint", help="Hub URL or `embedded` (default: the run's publish.endpoint, else "
+                                       "HF_ENDPOINT / huggingface.co)")
+    co.add_argument("--storage", help="embedded Hub folder (default: the run's publish.storage)")
+    co.add_argument("--repo-prefix", help="the `namespace` or `namespace/prefix` the models were pushed with "
+                                          "(default: the run's publish.repo_prefix, else your user name)")
+    _common(co, json_output=True)
+    co.set_defaults(fn=_cmd_collection)
+
+    lb = _sub(sub, "leaderboard", "every hfdistill model of an author in one table (task scores, macro, size, "
+                                  "latency, retention), as text, Markdown and plot",
+              ["hfdistill leaderboard --author my-user", "hfdistill leaderboard --author local --endpoint embedded",
+               "hfdistill leaderboard --author my-user --out board --push my-user/leaderboard"])
+    lb.add_argument("--author", required=True, help="the user or organisation whose models to list")
+    lb.add_argument("--out", help="write README.md and leaderboard.png into this folder")
+    lb.add_argument("--push", metavar="REPO_ID", help="also commit them to this repo (created if missing)")
+    _hub_options(lb)
+    _common(lb, json_output=True)
+    lb.set_defaults(fn=_cmd_leaderboard)
     return p
+
+
+def _hub_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--endpoint", help="Hub URL or `embedded` (default: HF_ENDPOINT / huggingface.co)")
+    p.add_argument("--storage", default="hub-storage", help="embedded Hub folder for --endpoint embedded "
+                                                            "(default ./hub-storage)")
 
 
 def main(argv: Optional[list[str]] = None, prog: str = "hfdistill") -> int:

@@ -20,9 +20,12 @@ from hfdistill.hubserver import local_endpoint_online, start_in_thread
 from hfdistill.hubserver import serve as _serve
 from hfdistill.hubserver.storage import is_hub_storage
 from hfdistill.hubserver.webhooks import WebhookTarget
+from hfdistill.publish import collection as _collection
+from hfdistill.publish import leaderboard as _leaderboard
 from hfdistill.publish import pull as _pull
 from hfdistill.publish import push as _push
-from hfdistill.publish.client import RETRY_WAITS
+from hfdistill.publish import refresh as _refresh
+from hfdistill.publish.client import RETRY_WAITS, token_for_recipe_endpoint
 from hfdistill.schema import EMBEDDED, PublishConfig
 
 
@@ -53,7 +56,13 @@ def push_run(run_dir: Path, publish: Optional[PublishConfig] = None, *, token: O
     options = dict(force=force, make_private=make_private, log=log, retry_waits=retry_waits, dry_run=dry_run)
     if (endpoint or publish.endpoint) != EMBEDDED:
         with local_endpoint_online(endpoint or publish.endpoint):
-            return _push.push_run(run_dir, publish, token=token, endpoint=endpoint, **options)
+            results = _push.push_run(run_dir, publish, token=token, endpoint=endpoint, **options)
+            if publish.collection and not dry_run:
+                if endpoint is None and publish.endpoint is not None:  # the push's rule: no token unasked
+                    token = token_for_recipe_endpoint(publish.endpoint, token, log=lambda _m: None)
+                _collection.collection([run_dir], publish=publish, endpoint=endpoint or publish.endpoint,
+                                       token=token, log=log, progress=False)
+            return results
     if publish.repo_prefix is None:  # nobody to ask "who am I": the embedded Hub's namespace is `local`
         publish = publish.model_copy(update={"repo_prefix": "local"})
     if dry_run:  # no server needed to list what would be pushed
@@ -62,9 +71,55 @@ def push_run(run_dir: Path, publish: Optional[PublishConfig] = None, *, token: O
         # The embedded Hub needs no token: never send the user's real one to it.
         results = _push.push_run(run_dir, publish, token=False if token is None else token, endpoint=url,
                                  **options)
+        if publish.collection:
+            _collection.collection([run_dir], publish=publish, endpoint=url, token=False if token is None else token,
+                                   log=log, progress=False)
     log(f"Published {len(results)} model(s) to the embedded Hub in {Path(publish.storage).resolve()}.")
     log(f"Browse the cards: hfdistill hub serve --storage {publish.storage}  → http://127.0.0.1:8787/")
     return results
+
+
+@contextlib.contextmanager
+def reach(endpoint: Optional[str], storage: Path, token: Optional[str | bool]) -> Iterator[tuple[Optional[str],
+                                                                                                Optional[str | bool]]]:
+    """(URL, token) to talk to `endpoint`: `embedded` starts the embedded Hub over `storage` (which must hold one)
+    and sends no token; a Hub on this machine is reached while HF_HUB_OFFLINE=1."""
+    if endpoint != EMBEDDED:
+        with local_endpoint_online(endpoint):
+            yield endpoint, token
+        return
+    with embedded_hub(Path(storage), must_exist=True) as url:
+        yield url, False if token is None else token
+
+
+def refresh(repo_ids: list[str], *, author: Optional[str] = None, endpoint: Optional[str] = None,
+            storage: Path = Path("hub-storage"), token: Optional[str | bool] = None,
+            **kwargs) -> list[_refresh.RefreshResult]:
+    """Regenerate published models' cards from their repos' records (see `hfdistill.publish.refresh.refresh`)."""
+    with reach(endpoint, storage, token) as (url, token):
+        return _refresh.refresh(repo_ids, author=author, endpoint=url, token=token, **kwargs)
+
+
+def collection(run_dirs: list[Path], title: Optional[str] = None, *, endpoint: Optional[str] = None,
+               storage: Optional[Path] = None, token: Optional[str | bool] = None, repo_prefix: Optional[str] = None,
+               **kwargs) -> _collection.CollectionResult:
+    """Gather the published models of runs into a Hub collection (see `hfdistill.publish.collection`); the
+    endpoint, storage and repo prefix default to the first run's `publish:`."""
+    publish = _push.publish_config_of(Path(run_dirs[0]).resolve())
+    endpoint = endpoint or publish.endpoint
+    if repo_prefix is None and publish.repo_prefix is None and endpoint == EMBEDDED:
+        repo_prefix = "local"  # the embedded Hub's namespace, as for a push
+    if repo_prefix is not None:
+        kwargs.setdefault("publish", publish.model_copy(update={"repo_prefix": repo_prefix}))
+    with reach(endpoint, storage or publish.storage, token) as (url, token):
+        return _collection.collection(run_dirs, title, endpoint=url, token=token, **kwargs)
+
+
+def leaderboard(author: str, *, endpoint: Optional[str] = None, storage: Path = Path("hub-storage"),
+                token: Optional[str | bool] = None, **kwargs) -> _leaderboard.Leaderboard:
+    """Every hfdistill model of `author` in one table (see `hfdistill.publish.leaderboard`)."""
+    with reach(endpoint, storage, token) as (url, token):
+        return _leaderboard.leaderboard(author, endpoint=url, token=token, **kwargs)
 
 
 def pull(repo_id: str, *, endpoint: Optional[str] = None, storage: Path = Path("hub-storage"),

@@ -63,6 +63,10 @@ class PublishConfig(BaseModel):
     commit_message: Optional[str] = Field(default=None,
                                           description="Commit title (default: `hfdistill: <stage>/<task> of "
                                                       "<recipe>`).")
+    collection: Optional[str] = Field(
+        default=None, max_length=60,
+        description="Title of a Hub collection to gather the run's models in after each push (stage order, a "
+                    "note with score, size and latency on each; a re-run updates the notes, never duplicates).")
 
     @field_validator("storage")
     @classmethod

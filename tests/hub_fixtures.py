@@ -119,3 +119,31 @@ def hub_server(tmp_path, hub_env):
     running = start_in_thread(tmp_path / "hub-storage", tokens={TOKEN}, orgs=("me", "tester"))
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def published_storage(tiny_run_template, tmp_path_factory) -> Path:
+    """The tiny run pushed once to an embedded Hub as `me/tiny-<stage>-sst2`: a folder with `run/` and
+    `hub-storage/` (tests work on copies: `published_hub`)."""
+    from hfdistill.hub import push_run
+    from hfdistill.hubserver import start_in_thread
+    from hfdistill.schema import PublishConfig
+
+    root = tmp_path_factory.mktemp("published")
+    shutil.copytree(tiny_run_template, root / "run")
+    with start_in_thread(root / "hub-storage", tokens={TOKEN}, orgs=("me", "tester")) as hub:
+        push_run(root / "run", PublishConfig(repo_prefix="me/tiny"), endpoint=hub.url, token=TOKEN,
+                 log=lambda _m: None)
+    return root
+
+
+@pytest.fixture
+def published_hub(published_storage, tmp_path, hub_env):
+    """The embedded Hub (as `hub_server`) over a fresh copy of `published_storage`; `.run` is its run folder."""
+    from hfdistill.hubserver import start_in_thread
+
+    shutil.copytree(published_storage, tmp_path / "published")
+    running = start_in_thread(tmp_path / "published" / "hub-storage", tokens={TOKEN}, orgs=("me", "tester"))
+    running.run = tmp_path / "published" / "run"
+    yield running
+    running.stop()

@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from hfdistill.hubserver import metadata, web
+from hfdistill.hubserver import hub_collections, metadata, web
 from hfdistill.hubserver.faults import FaultMiddleware, Faults
 from hfdistill.hubserver.openapi import (
     COMMIT_LINES,
@@ -665,6 +665,7 @@ def create_app(storage: Path, tokens: set[str] | None = None, faults: Faults | N
         Endpoint(post, "/{ns}/{name}.git/info/lfs/objects/batch", hub.lfs_batch, LfsBatch),
         Endpoint(("PUT",), "/_lfs/{ns}/{name}/{oid}", hub.lfs_put, "binary", query=("size", "sig")),
         Endpoint(("GET", "HEAD"), "/{ns}/{name}/resolve/{rev}/{path:path}", hub.resolve),
+        *hub_collections.endpoints(hub),
         *web.endpoints(hub),
     ]
     hub.schema = document(endpoints)

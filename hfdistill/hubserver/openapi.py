@@ -80,6 +80,36 @@ class YamlDocument(Body):
     repoType: str | None = None
 
 
+class NewCollection(Body):
+    title: str
+    namespace: str | None = None
+    description: str | None = None
+    private: bool | None = None
+
+
+class CollectionPatch(Body):
+    title: str | None = None
+    description: str | None = None
+    private: bool | None = None
+    theme: str | None = Field(None, max_length=20)
+    position: int | None = Field(None, ge=0, le=1_000_000)
+
+
+class ItemRef(Body):
+    id: str
+    type: str
+
+
+class NewItem(Body):
+    item: ItemRef
+    note: str | None = None
+
+
+class ItemPatch(Body):
+    note: str | None = None
+    position: int | None = Field(None, ge=0, le=1_000_000)
+
+
 class CommitHeader(Body):
     summary: str = ""
     description: str = ""

@@ -308,6 +308,29 @@ def _limitations(model: RunModel, chain: list[RunModel], snippet: dict[str, Any]
     return out
 
 
+def summary_metadata(model: RunModel, recipe_name: str, parent_repo: Optional[str], ref: Optional[RunModel],
+                     repo_ids: Mapping[Path, str]) -> dict[str, Any]:
+    """The card's `hfdistill:` metadata block: what a leaderboard or a Hub page lists without downloading
+    metrics.json (the model-index carries only the metrics): stage, task, score, size, latency, parent, and
+    retention against the task's teacher. Absent values are left out."""
+    m = model.metrics
+    out = {"recipe": recipe_name, "stage": model.stage, "kind": model.kind, "task": model.task,
+           "score": round(model.score, 6) if model.score is not None else None,
+           "params": m.get("params"), "disk_bytes": m.get("disk_bytes"),
+           "latency_ms": round(_latency(m), 3) if _latency(m) else None, "parent": parent_repo}
+    if ref is not None and ref.path != model.path and ref.score and model.score is not None:
+        out.update(teacher=repo_ids.get(ref.path) or ref.stage, retention=round(model.score / ref.score, 4))
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def on_pareto_front(model: RunModel) -> bool:
+    """Whether the run's `front.json` (written after a sweep, `hfdistill front`) puts the model on its task's
+    Pareto front (dev score, CPU latency, disk size): its card then carries the `pareto` tag."""
+    run_dir = run_dir_of(model)
+    front = (read_json(run_dir / FRONT_FILE) or {}) if run_dir is not None else {}
+    return model.stage in (((front.get("tasks") or {}).get(model.task) or {}).get("front") or [])
+
+
 def build_card(model: RunModel, run_models: list[RunModel], repo_ids: Mapping[Path, str],
                license: Optional[str], plot: Optional[Path], endpoint: Optional[str] = None) -> str:
     """The card text (YAML metadata + Markdown body) for `model`."""
@@ -360,6 +383,7 @@ def build_card(model: RunModel, run_models: list[RunModel], repo_ids: Mapping[Pa
                               if ratio else None)
         rows.append(row)
     columns = {c: any(r.get(c) for r in rows) for c in ("params", "disk", "latency", "retention", "speedup")}
+    data.hfdistill = summary_metadata(model, recipe_name, parent_repo, ref, repo_ids) or None
 
     vs_parent = []
     if parent is not None and parent.score and model.score is not None:
@@ -401,6 +425,24 @@ def build_card(model: RunModel, run_models: list[RunModel], repo_ids: Mapping[Pa
     card = ModelCard.from_template(data, template_path=str(TEMPLATES / CARD_TEMPLATE), **ctx)
     text = "\n".join(line.rstrip() for line in str(card).splitlines())
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+EMBEDDED_NOTE = "This repo lives on an embedded Hub"  # the template's first words for `endpoint: embedded`
+
+
+def written_for_embedded(card_text: str) -> bool:
+    """Whether a card was written for the embedded Hub (it tells its readers how to serve it)."""
+    return EMBEDDED_NOTE in card_text
+
+
+def card_metadata(card_text: str) -> dict[str, Any]:
+    """The YAML metadata of a card's text ({} without a valid block)."""
+    m = re.match(r"^\s*---\r?\n(.*?)\r?\n---", card_text, re.S)
+    try:
+        data = yaml.safe_load(m.group(1)) if m else None
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def write_card(model_dir: Path, repo_ids: Optional[Mapping[Any, str]] = None,

@@ -171,7 +171,7 @@ def machine_paths(folder: Path, paths: list[Path]) -> list[tuple[str, str]]:
     return found
 
 
-def _recipe_models(run_dir: Path, models: list) -> list:
+def recipe_models(run_dir: Path, models: list) -> list:
     """Only the folders of the stages and tasks the run's recipe still has (not leftovers of renamed stages)."""
     recipe = run_dir / "recipe.yaml"
     if not recipe.is_file():
@@ -208,7 +208,7 @@ def push_run(run_dir: Path, publish: Optional[PublishConfig] = None, *, token: O
     """
     run_dir = Path(run_dir).resolve()
     publish = publish or publish_config_of(run_dir)
-    models = _recipe_models(run_dir, find_run_models(run_dir))
+    models = recipe_models(run_dir, find_run_models(run_dir))
     if not models:
         raise ModelError(f"{run_dir}: no finished model folders (<stage>/<task>/ with lineage.json) to push")
     if endpoint is None and publish.endpoint not in (None, EMBEDDED):
