@@ -49,9 +49,10 @@ elif not any(isinstance(f, _RegisterPrunedModels) for f in sys.meta_path):
 
 API = ("run", "validate", "evaluate", "card", "push", "pull", "serve", "cache", "report", "check_data",
        "recipe_reference", "refresh", "collection", "leaderboard",
-       "webhook_serve")
+       "webhook_serve", "plan", "prune_cache")
 
 if TYPE_CHECKING:  # pragma: no cover
+    from hfdistill.api import plan, prune_cache  # noqa
     from hfdistill.api import (cache, card, check_data, evaluate, pull, push, recipe_reference, report, run,  # noqa
                                serve, validate, webhook_serve, refresh, collection, leaderboard)
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 from hfdistill import automation
 from hfdistill import cache as teacher_cache_admin
 from hfdistill import glue, hub, pipeline
+from hfdistill import planning
 from hfdistill import reports as run_report
 from hfdistill.cache import CacheEntry
 from hfdistill.errors import DataError, HubError
@@ -191,6 +192,20 @@ def report(run_dir: str | Path, ablation: Optional[str | Path] = None, plots: bo
     plots), copy it into every task teacher's folder and relink their cards; returns the path of report.md.
     ablation: a Table 4 file ({variant: {task: [score per seed]}}) when the run folder has no ablation.json."""
     return run_report.write(Path(run_dir), ablation=Path(ablation) if ablation else None, plots=plots)
+
+
+def plan(recipe: Recipe | str | Path, processes: Optional[int] = None) -> planning.Plan:
+    """What a recipe's run will do, doing none of it: per task and stage the parent, the optimizer steps, the
+    teacher cache's size on disk and whether the cache budget falls back to online teacher hidden states, a rough
+    time and the repo it publishes to (`processes`: default $WORLD_SIZE, else 1)."""
+    return planning.plan(recipe, processes=processes)
+
+
+def prune_cache(root: str | Path, dry_run: bool = False) -> teacher_cache_admin.PruneReport:
+    """Evict the teacher-cache entries that no run folder under `root` refers to (no finished model's lineage, no
+    unfinished stage), and crashed passes' folders; reports the run folders, what was removed and the bytes
+    freed (dry_run: removes nothing)."""
+    return teacher_cache_admin.prune(Path(root), dry_run=dry_run)
 
 
 def check_data(glue_dir: Optional[str | Path] = None) -> dict[str, Any]:

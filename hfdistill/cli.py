@@ -73,6 +73,15 @@ def _cmd_validate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(a: argparse.Namespace) -> int:
+    result = hfdistill.plan(a.recipe, processes=a.processes)
+    if a.json:
+        _print_json(result.to_json())
+        return 0
+    print("\n".join(result.lines()))
+    return 0
+
+
 def _cmd_eval(a: argparse.Namespace) -> int:
     res = hfdistill.evaluate(a.model, a.task, glue_dir=Path(a.glue_dir) if a.glue_dir else None,
                              hub_dataset=a.hub_dataset, max_samples=a.max_samples,
@@ -305,6 +314,15 @@ def build_parser(prog: str = "hfdistill") -> argparse.ArgumentParser:
     _common(v, json_output=True)
     v.set_defaults(fn=_cmd_validate)
 
+    pl = _sub(sub, "plan", "show what a recipe's run will do, doing none of it: steps, teacher-cache size and "
+                           "budget fallback, rough time and target repo per task and stage",
+              ["hfdistill plan recipes/quickstart.yaml", "hfdistill plan big.yaml --processes 8 --json"])
+    pl.add_argument("recipe", help="the recipe YAML file")
+    pl.add_argument("--processes", type=int, help="processes the run will use (steps are per process; default "
+                                                  "$WORLD_SIZE, else 1)")
+    _common(pl, json_output=True)
+    pl.set_defaults(fn=_cmd_plan)
+
     e = _sub(sub, "eval", "evaluate a model folder on a GLUE dev set (metrics, size, CPU latency)",
              ["hfdistill eval runs/quickstart/student/sst2", "hfdistill eval my-model --task mrpc --threads 2 --json"])
     e.add_argument("model", help="a model folder (any format hfdistill writes, or a transformers classifier)")
@@ -443,6 +461,10 @@ def build_parser(prog: str = "hfdistill") -> argparse.ArgumentParser:
     k.add_argument("run_dir", help="the run folder (runs/<name>); with --prune, a folder holding run folders")
     k.add_argument("--clean", action="store_true", help="remove the entries no finished model used")
     k.add_argument("--all", action="store_true", help="remove every entry (they are recomputed when needed)")
+    k.add_argument("--prune", action="store_true",
+                   help="evict, from every run folder under RUN_DIR, the entries no finished model and no "
+                        "unfinished stage refers to (and crashed passes' folders); prints the bytes freed")
+    k.add_argument("--dry-run", action="store_true", help="with --prune: list what would be evicted, remove nothing")
     k.add_argument("--prune", action="store_true",
                    help="evict, from every run folder under RUN_DIR, the entries no finished model and no "
                         "unfinished stage refers to (and crashed passes' folders); prints the bytes freed")

@@ -75,6 +75,11 @@ class Recipe(BaseModel):
     latency_samples: int = Field(default=50, ge=30, description="Dev examples timed one by one (batch size 1).")
     latency_threads: int = Field(default=1, ge=1, description="CPU threads for the latency figure (fixed and "
                                                               "recorded; speed-ups compare like with like).")
+    cache_budget_gb: Optional[float] = Field(
+        default=None, gt=0, description="Disk the teacher cache may take for one distill stage (GB); a larger "
+                                        "estimate computes the teacher's hidden states online during training "
+                                        "instead (said in one line). Default: half the free space of the run "
+                                        "folder's filesystem.")
     stages: list[StageUnion] = Field(min_length=1, description="Ordered stages; each names its kind.")
     publish: Optional[PublishConfig] = Field(default=None, description="Where to push the models (see below).")
 

@@ -19,6 +19,11 @@ T_GENERAL = "tests/test_mlm_distill.py::test_general_distillation_learns_from_th
 T_REGRESSION = "tests/test_distill_stage.py::test_regression_student_learns_the_teachers_scores_not_the_labels"
 T_COS_PAIRS = "tests/test_student.py::test_cos_pairs_last_aligns_the_outputs_and_matched_the_copied_layers"
 T_RESUME = "tests/test_distill_stage.py::test_a_resumed_stage_equals_an_uninterrupted_one_exactly"
+T_SHARD = "tests/test_scale.py::test_two_processes_write_the_same_cache_as_one_and_share_the_work"
+T_ESTIMATE = "tests/test_scale.py::test_estimate_is_within_two_percent_of_the_entry_written"
+T_BUDGET = "tests/test_scale.py::test_over_budget_distill_says_so_and_computes_teacher_hidden_states_online"
+T_PRUNE = "tests/test_scale.py::test_prune_evicts_unreferenced_entries_of_every_run_under_a_root"
+T_STEPS = "tests/test_scale.py::test_steps_formula_is_the_training_loops"
 
 MUTATIONS = [
     # ---------------------------------------------------------------- teacher outputs ↔ batch rows
@@ -27,13 +32,13 @@ MUTATIONS = [
              'pos = [int(e["idx"]) for e in examples[1:] + examples[:1]]',
              (T_COLLATOR,), "row i of a batch gets the teacher logits and hidden states of example idx[i+1]"),
     Mutation("cache-logits-shift", CACHE,
-             "logits[idx] = out.logits.float().numpy()",
-             "logits[np.roll(idx, 1)] = out.logits.float().numpy()",
+             "logits[idx] = out.logits.float().cpu().numpy()",
+             "logits[np.roll(idx, 1)] = out.logits.float().cpu().numpy()",
              (T_CACHE,), "the cache stores each example's logits under its neighbour's position"),
     Mutation("cache-hidden-shift", CACHE,
-             "stacked = torch.stack([out.hidden_states[k] for k in layers], dim=2).to(torch.float16).numpy()",
+             "stacked = torch.stack([out.hidden_states[k] for k in layers], dim=2).to(torch.float16).cpu().numpy()",
              "stacked = torch.stack([out.hidden_states[k] for k in layers], dim=2).roll(1, 0).to(torch.float16)"
-             ".numpy()",
+             ".cpu().numpy()",
              (T_CACHE,), "the cache stores each example's hidden states under its neighbour's position"),
     # ---------------------------------------------------------------- L_ce = KL(q_t ‖ q_s) · T²
     Mutation("kl-direction", LOSSES,
@@ -94,4 +99,25 @@ MUTATIONS = [
              "skip_first_batches(loader, done_in_epoch * args.gradient_accumulation_steps)",
              "skip_first_batches(loader, (done_in_epoch - 1) * args.gradient_accumulation_steps)",
              (T_RESUME,), "a resumed run trains once more on the last batch before the checkpoint"),
+    # ---------------------------------------------------------------- teacher cache at scale (issue 13)
+    Mutation("cache-shards-overlap", CACHE,
+             "[order[s:s + batch_size] for s in range(0, n, batch_size)][rank::world]",
+             "[order[s:s + batch_size] for s in range(0, n, batch_size)][0::1]",
+             (T_SHARD,), "every process computes the whole teacher pass (no sharding)"),
+    Mutation("cache-shard-logits-dropped", CACHE,
+             "for r in range(world):  # join the shards of the logits",
+             "for r in range(1):  # join the shards of the logits",
+             (T_SHARD,), "the main process keeps only its own share of the logits"),
+    Mutation("hidden-batch-wrong-layers", CACHE, "self.hidden[a:a + n][:, slots]",
+             "self.hidden[a:a + n][:, :len(slots)]", (T_CACHE,), "a batch gets the first stored layers, not its own"),
+    Mutation("estimate-forgets-layers", CACHE, "self.tokens * self.hidden_layers * self.hidden_size * 2",
+             "self.tokens * self.hidden_size * 2", (T_ESTIMATE,), "the estimate counts one hidden layer"),
+    Mutation("budget-ignored", DISTILL, "fits = est.bytes <= budget or not layers", "fits = True",
+             (T_BUDGET,), "an over-budget teacher cache is written anyway"),
+    Mutation("prune-evicts-unfinished", "hfdistill/cache.py",
+             'for p in run_dir.glob(f".work/*/*/{NOTE_FILE}")})', 'for p in run_dir.glob(f".nowhere/{NOTE_FILE}")})',
+             (T_PRUNE,), "cache prune removes the entry an unfinished stage resumes from"),
+    Mutation("plan-steps-ignore-processes", "hfdistill/planning.py",
+             "per_process = math.ceil(math.ceil(rows / args.batch_size) / processes)",
+             "per_process = math.ceil(rows / args.batch_size)", (T_STEPS,), "plan's steps ignore the processes"),
 ]

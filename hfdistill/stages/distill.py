@@ -34,7 +34,8 @@ from hfdistill.distillation.student import (STUDENT_INPUT_NAMES, build_student, 
                                             load_teacher, save_student_tokenizer)
 from hfdistill.distillation.text import (check_text_source, load_text, masked_lm_data, read_text_lines,  # noqa: F401
                                          resolve_recipe_path)
-from hfdistill.distillation.teacher_cache import teacher_outputs
+from hfdistill.distillation.teacher_cache import (cache_budget_bytes, entry_path, estimate, human_bytes, is_complete,
+                                                  main_decides, teacher_outputs)
 from hfdistill.folder import ModelFolder, read_json
 from hfdistill.losses import LossWeights, mlm_distillation_loss, task_distillation_loss
 from hfdistill.stages.base import StageConfig, StageContext
@@ -244,8 +245,8 @@ class TaskCollator:
         batch = {"input_ids": ids, "attention_mask": mask,
                  "labels": torch.tensor([e["labels"] for e in examples], dtype=dtype),
                  "teacher_logits": self.cache.logits[pos]}
-        if self.hidden_slots is not None:
-            batch["teacher_hidden"] = self.cache.hidden_batch(pos, ids.shape[1])[:, :, self.hidden_slots]
+        if self.hidden_slots is not None:  # fp16, only the layers the loss uses; cast per batch on the device
+            batch["teacher_hidden"] = self.cache.hidden_batch(pos, ids.shape[1], self.hidden_slots)
         else:  # the teacher runs online: it needs its own inputs
             batch["idx"] = torch.tensor(pos)
         return batch
@@ -300,9 +301,11 @@ def _run_task(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: P
     cache_hidden = bool(pairs) and cfg.cache_hidden
 
     texts = training_texts(ctx.data, cfg.unlabeled)
+    budget = _cache_budget(cfg, parent, texts, teacher_idx if cache_hidden else [], ctx)
+    cache_hidden = budget.pop("fits") and cache_hidden
     cache = teacher_outputs(parent.path, texts, max_len, ctx.cache_dir,
                             with_hidden=teacher_idx if cache_hidden else False,
-                            batch_size=cfg.teacher_batch_size, accelerator=ctx.accelerator)
+                            batch_size=cfg.teacher_batch_size, accelerator=ctx.accelerator, note_in=ctx.work_dir)
     ctx.log(f"{cfg.name}: teacher outputs for {len(texts)} examples "
             f"{'read from' if cache.from_cache else 'written to'} {cache.path}")
     if not (pairs and not cache_hidden):
@@ -330,7 +333,7 @@ def _run_task(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: P
         if online is not None:
             ht = _online_teacher_hidden(online, batch["idx"].tolist(), mask.shape[1], [t for _, t in pairs])
         elif pairs:
-            ht = [batch["teacher_hidden"][:, :, k] for k in range(len(pairs))]
+            ht = [batch["teacher_hidden"][:, :, k].float() for k in range(len(pairs))]
         else:
             ht = []
         return task_distillation_loss(s_out.logits, batch["teacher_logits"], batch["labels"], weights, hs, ht, mask)
@@ -348,10 +351,30 @@ def _run_task(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: P
                   "cos_pairs": pairs, "train_examples": len(ctx.data.train),
                   "unlabeled_examples": len(texts) - len(ctx.data.train),
                   "teacher_cache": {"key": cache.path.name, "reused": cache.from_cache,
-                                    "hidden": cache_hidden},
+                                    "hidden": cache_hidden, **budget},
                   "steps": result.steps, "train_loss": round(result.loss, 5),
                   "train_seconds": round(result.seconds, 1), "resumed_from_step": result.resumed_from})
     return facts
+
+
+def _cache_budget(cfg: DistillConfig, parent: ModelFolder, texts: Any, layers: list[int],
+                  ctx: StageContext) -> dict[str, Any]:
+    """Before any work: the teacher cache's size on disk (one line), and whether its hidden states fit the recipe's
+    `cache_budget_gb` (default half the free disk); when they do not, say so in one line: they are computed
+    online during training instead (the teacher runs in the loop, no gradients; the logits are still cached)."""
+    max_len = ctx.recipe.max_seq_length
+    if layers and is_complete(entry_path(parent.path, texts, max_len, ctx.cache_dir, layers, ctx.accelerator)):
+        return {"fits": True}  # already on disk: nothing to write
+    est = estimate(parent.path, texts, max_len, layers, num_labels=ctx.data.task.num_labels)
+    budget_gb = getattr(ctx.recipe, "cache_budget_gb", None)
+    budget = main_decides(cache_budget_bytes(ctx.cache_dir, budget_gb), ctx.accelerator)
+    fits = est.bytes <= budget or not layers
+    where = "cache_budget_gb" if budget_gb is not None else "half the free disk"
+    ctx.log(f"{cfg.name}: {est.line()}; budget {human_bytes(budget)} ({where})")
+    if not fits:
+        ctx.log(f"{cfg.name}: the teacher cache exceeds the budget: teacher hidden states are computed online "
+                f"during training instead (the teacher runs each step, no gradients; its logits are still cached)")
+    return {"fits": fits, "estimate_bytes": est.bytes, "budget_bytes": budget, "budget_fallback": not fits}
 
 
 @torch.no_grad()

@@ -207,7 +207,7 @@ def _recover(model, cfg: PruneConfig, parent: ModelFolder, tokenizer, ctx: Stage
     if ctx.data.train is None:
         raise RecipeError(f"recover: {ctx.task} has no train split to recover on")
     teacher = teacher_outputs(parent.path, ctx.data.train, ctx.recipe.max_seq_length, ctx.cache_dir,
-                              accelerator=ctx.accelerator)
+                              accelerator=ctx.accelerator, note_in=ctx.work_dir)
     enc = glue.encode(ctx.data.train, tokenizer, ctx.recipe.max_seq_length)
     enc = enc.add_column("teacher_pos", list(range(len(enc))))
     pad = DataCollatorWithPadding(tokenizer)
@@ -229,7 +229,8 @@ def _recover(model, cfg: PruneConfig, parent: ModelFolder, tokenizer, ctx: Stage
     result = train(model, enc, loss_fn, args, ctx, collate_fn=collate, desc=f"{cfg.name}/{ctx.task}/recover")
     model.eval()
     return {"steps": result.steps, "loss": round(result.loss, 5), "seconds": round(result.seconds, 1),
-            "resumed_from_step": result.resumed_from}
+            "resumed_from_step": result.resumed_from,
+            "teacher_cache": {"key": teacher.path.name, "reused": teacher.from_cache}}
 
 
 def run(cfg: PruneConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> dict:

@@ -307,7 +307,8 @@ def _recover(rc: RecoverConfig, parent: ModelFolder, ctx: StageContext, out: Pat
     if rc.max_steps is not None:  # only the rows training will see need the parent's logits
         seen = rc.max_steps * rc.batch_size * rc.gradient_accumulation_steps * ctx.accelerator.num_processes
         texts = _check_rows(texts, seen)
-    cache = teacher_outputs(parent.path, texts, max_len, ctx.cache_dir, accelerator=ctx.accelerator)
+    cache = teacher_outputs(parent.path, texts, max_len, ctx.cache_dir, accelerator=ctx.accelerator,
+                            note_in=ctx.work_dir)
     ctx.log(f"recover: parent logits for {len(texts)} examples "
             f"{'read from' if cache.from_cache else 'written to'} {cache.path}")
 
