@@ -55,20 +55,23 @@ def _collator(tokenizer):
 @torch.inference_mode()
 def predict(model: Any, tokenizer: Any, dataset: Any, task: glue.Task, max_seq_length: int,
             batch_size: int = 32, accelerator: Any = None, desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
-    """Predictions (class ids, or scores for regression) and labels for `dataset` (GLUE columns)."""
+    """Predictions (class ids, or scores for regression) and labels for `dataset` (GLUE columns), computed where
+    the model is (CPU or GPU). With an accelerator of several processes each scores a shard (whole batches, the
+    same as one process makes) and `gather_for_metrics` joins them in order, dropping the padding duplicates."""
     encoded = glue.encode(dataset, tokenizer, max_seq_length)
     loader = DataLoader(encoded, batch_size=batch_size, collate_fn=_collator(tokenizer))
     distributed = accelerator is not None and accelerator.num_processes > 1
     if distributed:
-        loader = accelerator.prepare_data_loader(loader, device_placement=False)  # evaluation runs on CPU
+        loader = accelerator.prepare_data_loader(loader, device_placement=False)  # batches go to the model below
+    device = formats.model_device(model)
     preds, labels = [], []
     main = accelerator is None or accelerator.is_local_main_process
     for batch in tqdm(loader, desc=desc, disable=not main, dynamic_ncols=True, mininterval=2.0):
         y = batch.pop("labels")
-        logits = model(**batch).logits.float()
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
         p = logits.squeeze(-1) if task.is_regression else logits.argmax(-1)
-        if distributed:
-            p, y = accelerator.gather_for_metrics((p, y))
+        if distributed:  # the collective runs on the accelerator's device (NCCL needs GPU tensors)
+            p, y = accelerator.gather_for_metrics((p.to(accelerator.device), y.to(accelerator.device)))
         preds.append(p.cpu().numpy())
         labels.append(y.cpu().numpy())
     return np.concatenate(preds), np.concatenate(labels)
@@ -193,11 +196,15 @@ def clearly_above_baseline(metrics: dict[str, Any]) -> Optional[bool]:
 
 def evaluate_model(model: Any, tokenizer: Any, data: glue.TaskData, max_seq_length: int = 128,
                    batch_size: int = 32, latency_samples: int = 50, accelerator: Any = None,
-                   model_dir: Optional[Path] = None, latency_threads: int = LATENCY_THREADS) -> dict[str, Any]:
-    """Everything metrics.json records. With an accelerator of several processes, predictions are sharded and
-    gathered; latency is measured on the main process only (the others return the same dict without it)."""
+                   model_dir: Optional[Path] = None, latency_threads: int = LATENCY_THREADS,
+                   trust_remote_code: bool = False) -> dict[str, Any]:
+    """Everything metrics.json records. Dev predictions run where `model` is (the pipeline loads it on the
+    accelerator's device); with several processes they are sharded and gathered. Latency is a CPU figure, measured
+    on the main process only (the others return the same dict without it): a model on a GPU is loaded again from
+    `model_dir` on CPU for it."""
     task = data.task
     loaded_bytes = weight_bytes(model)  # as loaded: a first forward repacks 4-bit weights on AVX512-BF16 CPUs
+    scored_on = formats.model_device(model).type
     preds, labels = predict(model, tokenizer, data.dev, task, max_seq_length, batch_size, accelerator)
     mismatched = None
     if "dev_mismatched" in data.extra_dev:
@@ -214,11 +221,16 @@ def evaluate_model(model: Any, tokenizer: Any, data: glue.TaskData, max_seq_leng
         "params": count_params(model),
         "disk_bytes": disk_bytes(model_dir) if model_dir is not None else None,
         "weight_bytes": loaded_bytes,
-        "device": "cpu",
+        "device": "cpu",  # where latency is measured (part of its conditions); dev predictions: `scored_on`
+        "scored_on": scored_on,
         "data_source": data.source,
         "evaluated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if accelerator is None or accelerator.is_main_process:
+        if scored_on != "cpu":
+            if model_dir is None:
+                raise ValueError("evaluate_model: a model on a GPU needs model_dir (latency is timed on CPU)")
+            model = load_model(model_dir, num_labels=None, trust_remote_code=trust_remote_code)
         result["latency_ms"] = latency_ms(model, tokenizer, data.dev, max_seq_length, latency_samples,
                                           threads=latency_threads)
     return result
@@ -234,6 +246,6 @@ def evaluate_folder(path: Path, task: str, glue_dir: Optional[Path] = None, hub_
         data = glue.load_task(task, glue_dir=glue_dir, hub_dataset=hub_dataset, max_eval_samples=max_samples,
                               splits=("dev",))
     tokenizer = load_tokenizer(path)
-    model = load_model(path, num_labels=None)
+    model = load_model(path, num_labels=None, device=accelerator.device if accelerator is not None else None)
     return evaluate_model(model, tokenizer, data, max_seq_length=max_seq_length, latency_samples=latency_samples,
                           accelerator=accelerator, model_dir=path, latency_threads=latency_threads)

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import yaml
 
 from hfdistill import glue, hub, summary
+from hfdistill.errors import RecipeError
 from hfdistill.evaluation import clearly_above_baseline, evaluate_model
 from hfdistill.folder import (LINEAGE_FILE, METRICS_FILE, ModelFolder, is_complete, make_readable, public_name,
                               public_paths, public_source, read_json, remove_empty_parents, replace_folder,
@@ -41,15 +42,33 @@ class StageResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def make_accelerator():
-    """One Accelerator per process: CPU unless a GPU is present; seedable sampler for resumable data order."""
+def make_accelerator(mixed_precision: Optional[str] = None):
+    """One Accelerator per process: CPU unless a GPU is present; seedable sampler for resumable data order.
+
+    `mixed_precision` (the recipe's no|fp16|bf16) wins over `accelerate launch --mixed_precision`; None takes the
+    launcher's (else `no`). fp16 on CPU is refused: accelerate would accept it and silently train in fp32.
+    """
     import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
-    return Accelerator(cpu=not torch.cuda.is_available(),
-                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    wanted = (mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no").lower()
+    source = "the recipe's mixed_precision" if mixed_precision else "accelerate launch --mixed_precision"
+    if wanted == "fp16" and cpu:
+        raise RecipeError(f"mixed_precision: fp16 needs a GPU and this run is on CPU ({source}); use bf16 (which "
+                          f"runs on CPU) or no")
+    try:
+        return Accelerator(cpu=cpu, mixed_precision=mixed_precision,
+                           dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+                           kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    except ValueError as e:
+        if "already been initialized" not in str(e):
+            raise
+        raise RecipeError(f"mixed_precision: {wanted}: this Python process already runs accelerate with "
+                          f"mixed_precision {AcceleratorState().mixed_precision!r} (one setting per process); run "
+                          f"the recipe in a new process") from None
 
 
 def resolve_base_model(recipe: Recipe) -> Path:
@@ -76,7 +95,10 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
-    accelerator = accelerator or make_accelerator()
+    accelerator = accelerator or make_accelerator(recipe.mixed_precision)
+    if recipe.mixed_precision and accelerator.mixed_precision != recipe.mixed_precision:
+        raise RecipeError(f"mixed_precision: the recipe asks for {recipe.mixed_precision} but the accelerator "
+                          f"passed in runs {accelerator.mixed_precision!r}")
     main = accelerator.is_main_process
     run_dir = Path(recipe.output_dir)
     base = resolve_base_model(recipe)
@@ -99,6 +121,9 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
             parent_key = recipe.model if parent_name is None else keys[parent_name]
             out = run_dir / cfg.name / task_name
             extra = [keys[cfg.student_from]] if getattr(cfg, "student_from", None) else []  # a second input
+            # The recipe's precision changes the models (a launcher's, like the number of processes, is only
+            # recorded); unset, it leaves the keys of earlier runs as they were.
+            extra += [recipe.mixed_precision] if recipe.mixed_precision else []
             key = _key(cfg.identity(), parent_key, task_name, recipe.max_train_samples, recipe.max_eval_samples,
                        recipe.max_seq_length, recipe.seed, data.source, *extra)
             keys[cfg.name], folders[cfg.name] = key, out
@@ -143,10 +168,12 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
                 accelerator.wait_for_everyone()
                 metrics = None
                 if not (info or {}).get("not_evaluated"):  # e.g. a masked-LM model has no task head to score
-                    model = load_model(tmp, trust_remote_code=recipe.trust_remote_code)
+                    # dev scoring on the accelerator's device, sharded over the processes; latency: CPU, main
+                    model = load_model(tmp, trust_remote_code=recipe.trust_remote_code, device=accelerator.device)
                     metrics = evaluate_model(model, load_tokenizer(tmp), data, max_seq_length=recipe.max_seq_length,
                                              latency_samples=recipe.latency_samples, accelerator=accelerator,
-                                             model_dir=tmp, latency_threads=recipe.latency_threads)
+                                             model_dir=tmp, latency_threads=recipe.latency_threads,
+                                             trust_remote_code=recipe.trust_remote_code)
                     for w in (metrics.get("latency_ms") or {}).get("warnings") or []:
                         print(f"[{task_name}] {cfg.name}: warning: latency may be unreliable: {w}", flush=True)
                     if main and clearly_above_baseline(metrics) is False:
@@ -177,6 +204,7 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
                                  "max_seq_length": recipe.max_seq_length},
                         "seconds": round(time.time() - started, 1),
                         "processes": accelerator.num_processes,
+                        **({"mixed_precision": ctx.mixed_precision} if ctx.mixed_precision else {}),
                         "hfdistill_version": __version__,
                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     })

@@ -49,7 +49,8 @@ from hfdistill.errors import ModelError
 # Loading what this module writes lives in hfdistill.models (every layer that loads models needs it); re-exported
 # here for callers that quantize and reload.
 from hfdistill.models.formats import (ADAPTER_DIR, INT8_CPU_FILE, INT8_CPU_META, Int8CpuModel,  # noqa: F401
-                                      _session, has_adapter, is_int8_cpu_folder, load_bnb, load_int8_cpu,
+                                      _session, bnb_device_map, has_adapter, is_int8_cpu_folder, load_bnb,
+                                      load_int8_cpu, model_device,
                                       load_with_adapter, require_onnxruntime, weight_bytes)
 
 BNB_METHODS = ("bnb-8bit", "bnb-4bit")
@@ -222,9 +223,10 @@ def _is_quantized(config: dict[str, Any]) -> bool:
     return bool(config.get("quantization_config"))
 
 
-def quantize_bnb(parent: Path, plan: BnbPlan, trust_remote_code: bool = False) -> Any:
-    """Load the parent folder quantized per `plan` (on CPU). The result has run no forward: save it first.
-    `trust_remote_code`: the recipe's setting, for a parent whose architecture ships as code (`auto_map`)."""
+def quantize_bnb(parent: Path, plan: BnbPlan, trust_remote_code: bool = False, device: Any = None) -> Any:
+    """Load the parent folder quantized per `plan`, on CPU, or on `device` when that is a GPU (bitsandbytes' CUDA
+    kernels). The result has run no forward: save it first. `trust_remote_code`: the recipe's setting, for a
+    parent whose architecture ships as code (`auto_map`)."""
     from transformers import AutoModelForSequenceClassification
 
     parent = Path(parent)
@@ -234,7 +236,7 @@ def quantize_bnb(parent: Path, plan: BnbPlan, trust_remote_code: bool = False) -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = AutoModelForSequenceClassification.from_pretrained(str(parent), quantization_config=plan.config,
-                                                                   device_map="cpu",
+                                                                   device_map=bnb_device_map(device),
                                                                    trust_remote_code=trust_remote_code)
     return model.eval()
 

@@ -75,6 +75,10 @@ class Recipe(BaseModel):
     latency_samples: int = Field(default=50, ge=30, description="Dev examples timed one by one (batch size 1).")
     latency_threads: int = Field(default=1, ge=1, description="CPU threads for the latency figure (fixed and "
                                                               "recorded; speed-ups compare like with like).")
+    mixed_precision: Optional[Literal["no", "fp16", "bf16"]] = Field(
+        default=None, description="Training precision through Accelerate: `bf16` (GPU or CPU), `fp16` (GPU only) or "
+                                  "`no`; default: what `accelerate launch --mixed_precision` says, else `no`. "
+                                  "Recorded in lineage.json of each stage that trained.")
     cache_budget_gb: Optional[float] = Field(
         default=None, gt=0, description="Disk the teacher cache may take for one distill stage (GB); a larger "
                                         "estimate computes the teacher's hidden states online during training "

@@ -102,7 +102,10 @@ def train(model: torch.nn.Module, dataset: Any, loss_fn: LossFn, args: TrainingA
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, collate_fn=collate_fn,
                         generator=generator)
     optimizer = _optimizer(model, args)
+    # A bitsandbytes model is never moved: it must have been loaded on accelerator.device (models.load_model's
+    # `device`), where accelerate's prepare checks it and leaves it.
     pmodel, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    ctx.mixed_precision = accelerator.mixed_precision  # recorded in the stage's lineage.json
 
     steps_per_epoch = max(1, math.ceil(len(loader) / args.gradient_accumulation_steps))  # per process
     total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
@@ -174,6 +177,11 @@ def train(model: torch.nn.Module, dataset: Any, loss_fn: LossFn, args: TrainingA
         last_loss = sum(window) / len(window)
     accelerator.wait_for_everyone()
     pmodel.eval()
+    # With mixed precision, prepare() set an autocast wrapper as the model's `forward` (an instance attribute):
+    # drop it, so that what the stage does next with the model (save, check, compare) runs in full precision.
+    # (accelerate's unwrap_model(keep_fp32_wrapper=False) would also strip transformers' own decorators.)
+    if model.__dict__.pop("_original_forward", None) is not None:
+        model.__dict__.pop("forward", None)
     model.eval()
     accelerator.free_memory()  # drop the prepared references so the next stage starts clean
     return TrainResult(steps=step, loss=last_loss, seconds=time.time() - start, resumed_from=resumed_from)

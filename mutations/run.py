@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = ("distillation", "compression")
+GROUPS = ("distillation", "compression", "scale")
 
 
 @dataclass(frozen=True)

@@ -32,15 +32,21 @@ def load_tokenizer(path: Path):
         raise ModelError(f"{path}: cannot load tokenizer ({str(e).splitlines()[0]})") from None
 
 
-def load_model(path: Path, num_labels: int | None = None, trust_remote_code: bool = False) -> Any:
-    """Load a sequence-classification model from a folder for inference on CPU (eval mode)."""
+def load_model(path: Path, num_labels: int | None = None, trust_remote_code: bool = False,
+               device: Any = None) -> Any:
+    """Load a sequence-classification model from a folder for inference (eval mode), on CPU or on `device` (e.g.
+    the accelerator's GPU: bitsandbytes folders load there directly; an int8-cpu folder always runs on CPU)."""
+    import torch
     from transformers import AutoModelForSequenceClassification
 
     path = check_model_dir(Path(path))
     if formats.is_int8_cpu_folder(path):
         return formats.load_int8_cpu(path, trust_remote_code=trust_remote_code)
     if formats.has_adapter(path):
-        return formats.load_with_adapter(path, trust_remote_code)
+        return formats.load_with_adapter(path, trust_remote_code, device)
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    if not on_cpu and formats.is_bnb_folder(path):  # loaded where it runs (it cannot be moved afterwards)
+        return formats.load_bnb(path, trust_remote_code, device)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
@@ -48,6 +54,8 @@ def load_model(path: Path, num_labels: int | None = None, trust_remote_code: boo
         model = AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
     except Exception as e:  # corrupt weights, unknown architecture…: one line
         raise ModelError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
+    if not on_cpu:
+        model = model.to(device)
     return model.eval()
 
 

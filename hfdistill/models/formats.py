@@ -100,14 +100,45 @@ def load_int8_cpu(path: Path, threads: Optional[int] = None, trust_remote_code: 
 
 
 # ---------------------------------------------------------------------------------------------------- bitsandbytes
-def load_bnb(path: Path, trust_remote_code: bool = False) -> Any:
-    """Reload a bitsandbytes folder with plain `from_pretrained` (the quantization config is in config.json)."""
+def bnb_device_map(device: Any = None) -> Any:
+    """Where a bitsandbytes model loads: `"cpu"` by default; on a GPU the whole model on that one device
+    (`{"": device}`), so its CUDA kernels run and accelerate trains it in place (an 8/4-bit model cannot be moved
+    after loading)."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    return "cpu" if device.type == "cpu" else {"": device}
+
+
+def load_bnb(path: Path, trust_remote_code: bool = False, device: Any = None) -> Any:
+    """Reload a bitsandbytes folder with plain `from_pretrained` (the quantization config is in config.json), on
+    CPU or on `device` (see `bnb_device_map`)."""
     from transformers import AutoModelForSequenceClassification
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return AutoModelForSequenceClassification.from_pretrained(str(path), device_map="cpu",
+        return AutoModelForSequenceClassification.from_pretrained(str(path), device_map=bnb_device_map(device),
                                                                   trust_remote_code=trust_remote_code).eval()
+
+
+def is_bnb_folder(path: Path) -> bool:
+    """Whether a folder's config.json records a bitsandbytes quantization."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (config.get("quantization_config") or {}).get("quant_method") == "bitsandbytes"
+
+
+def is_bnb_model(model: Any) -> bool:
+    """Whether a loaded model (or a peft model around one) holds bitsandbytes 8/4-bit weights."""
+    return bool(getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False))
+
+
+def model_device(model: Any) -> torch.device:
+    """The device a model computes on (an int8-cpu model: CPU)."""
+    if isinstance(model, torch.nn.Module):
+        for p in model.parameters():
+            return p.device
+    return torch.device("cpu")
 
 
 def weight_bytes(model: Any) -> int:
@@ -142,10 +173,10 @@ def has_adapter(path: Path) -> bool:
     return (Path(path) / ADAPTER_DIR / "adapter_config.json").is_file()
 
 
-def load_with_adapter(path: Path, trust_remote_code: bool = False) -> Any:
-    """A quantized folder with a recovery adapter: the quantized base from `path`, the adapter from
-    `path/adapter` (`PeftModel.from_pretrained(base, adapter)`)."""
+def load_with_adapter(path: Path, trust_remote_code: bool = False, device: Any = None) -> Any:
+    """A quantized folder with a recovery adapter: the quantized base from `path` (on CPU or `device`), the adapter
+    from `path/adapter` (`PeftModel.from_pretrained(base, adapter)`)."""
     from peft import PeftModel
 
-    base = load_bnb(path, trust_remote_code)
+    base = load_bnb(path, trust_remote_code, device)
     return PeftModel.from_pretrained(base, str(Path(path) / ADAPTER_DIR)).eval()

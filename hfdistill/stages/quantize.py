@@ -178,13 +178,21 @@ def _encoded(ds: Any, tokenizer: Any, max_len: int) -> Any:
 
 @torch.inference_mode()
 def _logits(model: Any, encoded: Any, pad_id: int, batch_size: int = 32) -> torch.Tensor:
+    """The model's logits on `encoded`, computed where the model is (CPU or GPU), returned on CPU."""
     collate = _Collator(pad_id, torch.zeros(len(encoded), 1))
+    device = formats.model_device(model)
     out = []
     for start in range(0, len(encoded), batch_size):
         batch = collate([encoded[i] for i in range(start, min(start + batch_size, len(encoded)))])
         batch.pop("parent_logits")
-        out.append(model(**batch).logits.float())
+        out.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
     return torch.cat(out)
+
+
+def bnb_device(ctx: StageContext) -> Optional[torch.device]:
+    """Where bitsandbytes models load and train: the accelerator's GPU, or None (CPU, as before)."""
+    device = ctx.accelerator.device
+    return device if device.type != "cpu" else None
 
 
 def agreement(logits: torch.Tensor, parent_logits: torch.Tensor) -> dict[str, float]:
@@ -266,17 +274,18 @@ def run(cfg: QuantizeConfig, parent: ModelFolder, ctx: StageContext, out: Path) 
                       int8_threshold=6.0 if cfg.int8_threshold is None else cfg.int8_threshold)
     ctx.log(f"{cfg.name}: {cfg.method} of {parent.path}, {len(plan.quantized_modules)} linear layers quantized, "
             f"kept: {', '.join(plan.skip_modules) or 'none'}")
-    model = q.quantize_bnb(parent.path, plan, trust)
+    model = q.quantize_bnb(parent.path, plan, trust, bnb_device(ctx))
     if ctx.is_main:
         q.save_bnb(model, out, tokenizer)  # before any forward: see the module docstring
         q.copy_model_code(parent.path, out)
     ctx.accelerator.wait_for_everyone()
     facts = plan.facts()
     facts.update(q.quantized_fraction(plan.shapes, q.quantized_linear_names(model)))  # what was, not what was planned
-    facts.update({"parent_weight_bytes": parent_bytes, "weight_bytes": q.weight_bytes(model)})
+    facts.update({"parent_weight_bytes": parent_bytes, "weight_bytes": q.weight_bytes(model),
+                  "device": formats.model_device(model).type})
 
     # The saved folder must reproduce the in-memory model (both forward only now, after the save).
-    reloaded = q.load_bnb(out, trust)
+    reloaded = q.load_bnb(out, trust, bnb_device(ctx))
     in_memory, from_disk = _logits(model, check, pad_id), _logits(reloaded, check, pad_id)
     diff = float((in_memory - from_disk).abs().max())
     same = bool((in_memory.argmax(-1) == from_disk.argmax(-1)).all()) if in_memory.shape[-1] > 1 else True
@@ -313,7 +322,8 @@ def _recover(rc: RecoverConfig, parent: ModelFolder, ctx: StageContext, out: Pat
             f"{'read from' if cache.from_cache else 'written to'} {cache.path}")
 
     # A fresh load of the saved base: it has never run an inference forward (see the module docstring).
-    base = q.load_bnb(out, bool(getattr(ctx.recipe, "trust_remote_code", False)))
+    # On a GPU it loads on the accelerator's device, where training uses it as it is (it cannot be moved).
+    base = q.load_bnb(out, bool(getattr(ctx.recipe, "trust_remote_code", False)), bnb_device(ctx))
     model = q.add_lora(base, rc.lora.r, rc.lora.alpha, rc.lora.target_modules, rc.lora.dropout)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     encoded = _encoded(texts, tokenizer, max_len)
