@@ -2,7 +2,8 @@
 write a model card for each and publish them on the Hugging Face Hub — from one YAML recipe.
 
 Public API (`hfdistill.api`, loaded on first use so that `import hfdistill` stays light):
-`run`, `validate`, `evaluate`, `card`, `push`, `pull`, `serve`, `cache`, `report`, `check_data`, `recipe_reference`.
+`run`, `validate`, `evaluate`, `card`, `push`, `pull`, `serve`, `cache`, `report`, `check_data`,
+`recipe_reference`.
 """
 
 import importlib
@@ -48,13 +49,13 @@ elif not any(isinstance(f, _RegisterPrunedModels) for f in sys.meta_path):
     sys.meta_path.insert(0, _RegisterPrunedModels())
 
 API = ("run", "validate", "evaluate", "card", "push", "pull", "serve", "cache", "report", "check_data",
-       "recipe_reference", "refresh", "collection", "leaderboard",
-       "webhook_serve", "plan", "prune_cache")
+       "recipe_reference", "prune_cache", "plan", "sweep", "front", "refresh", "collection", "leaderboard",
+       "webhook_serve")
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hfdistill.api import plan, prune_cache  # noqa
-    from hfdistill.api import (cache, card, check_data, evaluate, pull, push, recipe_reference, report, run,  # noqa
-                               serve, validate, webhook_serve, refresh, collection, leaderboard)
+    from hfdistill.api import (cache, card, check_data, evaluate, plan, prune_cache, pull, push,  # noqa
+                               recipe_reference, report, run, serve, validate, sweep, front, refresh,
+                               collection, leaderboard, webhook_serve)
 
 
 def __getattr__(name: str) -> Any:

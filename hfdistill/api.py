@@ -12,11 +12,11 @@ from typing import Any, Callable, Optional
 
 from hfdistill import automation
 from hfdistill import cache as teacher_cache_admin
-from hfdistill import glue, hub, pipeline
-from hfdistill import planning
+from hfdistill import glue, hub, pipeline, planning
+from hfdistill import sweeps
 from hfdistill import reports as run_report
 from hfdistill.cache import CacheEntry
-from hfdistill.errors import DataError, HubError
+from hfdistill.errors import DataError, HubError, RecipeError
 from hfdistill.evaluation import evaluate_folder
 from hfdistill.folder import ModelFolder, load_model_folder, run_dir_of
 from hfdistill.hubserver.webhooks import WebhookTarget
@@ -27,7 +27,7 @@ from hfdistill.publish.leaderboard import Leaderboard
 from hfdistill.publish.pull import PullResult, default_evaluate
 from hfdistill.publish.push import publish_config_of
 from hfdistill.publish.refresh import RefreshResult
-from hfdistill.recipe import Recipe, load_recipe, reference_markdown
+from hfdistill.recipe import Recipe, load_recipe, reference_markdown, with_sweep
 from hfdistill.schema import PublishConfig
 
 
@@ -36,6 +36,28 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
     """Run a recipe (path or Recipe): every stage for every task, resuming from the run folder; publish when
     the recipe has `publish:` (unless publish=False)."""
     return pipeline.run(recipe, force=force, publish=publish, accelerator=accelerator)
+
+
+def sweep(recipe: Recipe | str | Path, matrix: Optional[dict[str, list[Any]]] = None, *,
+          target: Optional[dict[str, float]] = None, force: bool = False, publish: Optional[bool] = None,
+          accelerator: Any = None) -> sweeps.Front:
+    """Run a recipe's sweep (`matrix`, e.g. {"student.num_layers": [2, 3]}, and `target`, e.g. {"retention":
+    0.98}, replace the recipe's `sweep:`/`target:`): one run folder, shared stages run once, finished ones
+    skipped; publish as `run` does. Returns the Pareto front per task (`.table()`, `.tasks`, `.targets`)."""
+    recipe = with_sweep(recipe, matrix, target)
+    if not recipe.sweep:
+        raise RecipeError(f"{recipe.name}: the recipe has no `sweep:`; give one (or matrix=)")
+    pipeline.run(recipe, force=force, publish=publish, accelerator=accelerator)
+    return sweeps.compute_front(Path(recipe.output_dir))
+
+
+def front(run_dir: str | Path, plot: bool = True) -> sweeps.Front:
+    """The Pareto front (dev score ↑, CPU latency ↓, disk ↓) of a run folder's models per task: writes front.json
+    and front-<task>.png (plot=False: no plot) into the run folder; cards written afterwards (`card`, `push`)
+    tag the models on it `pareto`."""
+    if not Path(run_dir).is_dir():
+        raise DataError(f"{run_dir}: run folder not found")
+    return sweeps.write_front(Path(run_dir), plot=plot)
 
 
 def validate(recipe_path: str | Path) -> Recipe:

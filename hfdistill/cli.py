@@ -66,10 +66,13 @@ def _cmd_validate(a: argparse.Namespace) -> int:
     if a.json:
         _print_json({"recipe": str(a.recipe), "ok": True, "name": r.name, "tasks": list(r.tasks),
                      "stages": [{"name": s.name, "kind": s.kind} for s in r.stages],
-                     "output_dir": str(r.output_dir)})
+                     "output_dir": str(r.output_dir),
+                     **({"variants": [{"name": v.name, "values": v.values, "stages": list(v.stages)}
+                                      for v in r.variants]} if r.sweep else {})})
         return 0
     stages = ", ".join(f"{s.name} ({s.kind})" for s in r.stages)
-    print(f"{a.recipe}: OK — {r.name}: tasks {', '.join(r.tasks)}; stages {stages}; output {r.output_dir}")
+    sweep = f"; sweep: {len(r.variants)} variants" if r.sweep else ""
+    print(f"{a.recipe}: OK — {r.name}: tasks {', '.join(r.tasks)}; stages {stages}{sweep}; output {r.output_dir}")
     return 0
 
 
@@ -189,6 +192,18 @@ def _cmd_report(a: argparse.Namespace) -> int:
     else:
         print(path.read_text(encoding="utf-8"))
         print(f"Report: {path} (copied into each task teacher's folder as report/, linked from its card)")
+    return 0
+
+
+def _cmd_front(a: argparse.Namespace) -> int:
+    front = hfdistill.front(a.run_dir, plot=not a.no_plot)
+    if a.json:
+        _print_json(front.to_json())
+    elif a.quiet:
+        for task, tf in front.tasks.items():
+            print(f"{task}: {' '.join(tf.front)}")
+    else:
+        print(front.table())
     return 0
 
 
@@ -455,16 +470,19 @@ def build_parser(prog: str = "hfdistill") -> argparse.ArgumentParser:
     _common(rp, json_output=True)
     rp.set_defaults(fn=_cmd_report)
 
+    fr = _sub(sub, "front", "show the Pareto front of a run's models per task (dev score, CPU latency, disk size)",
+              ["hfdistill front runs/sweep", "hfdistill front runs/sweep --json"])
+    fr.add_argument("run_dir", help="the run folder (runs/<name>); front.json and front-<task>.png are written there")
+    fr.add_argument("--no-plot", action="store_true", help="do not draw front-<task>.png")
+    _common(fr, json_output=True)
+    fr.set_defaults(fn=_cmd_front)
+
     k = _sub(sub, "cache", "show (or clean) the teacher-output cache of a run folder; prune every run under a root",
              ["hfdistill cache runs/quickstart", "hfdistill cache runs/quickstart --clean",
               "hfdistill cache runs --prune --dry-run"])
     k.add_argument("run_dir", help="the run folder (runs/<name>); with --prune, a folder holding run folders")
     k.add_argument("--clean", action="store_true", help="remove the entries no finished model used")
     k.add_argument("--all", action="store_true", help="remove every entry (they are recomputed when needed)")
-    k.add_argument("--prune", action="store_true",
-                   help="evict, from every run folder under RUN_DIR, the entries no finished model and no "
-                        "unfinished stage refers to (and crashed passes' folders); prints the bytes freed")
-    k.add_argument("--dry-run", action="store_true", help="with --prune: list what would be evicted, remove nothing")
     k.add_argument("--prune", action="store_true",
                    help="evict, from every run folder under RUN_DIR, the entries no finished model and no "
                         "unfinished stage refers to (and crashed passes' folders); prints the bytes freed")

@@ -22,6 +22,7 @@ from hfdistill.errors import ModelError
 
 LINEAGE_FILE = "lineage.json"
 METRICS_FILE = "metrics.json"
+FRONT_FILE = "front.json"  # in a run folder: the Pareto front of its models per task (hfdistill.sweeps)
 # What a user downloads to run the model: weights and adapters, not side files such as pruning scores.
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "adapter_model.safetensors", "*.onnx",
                    "*.onnx.data", "pytorch_model*.bin")

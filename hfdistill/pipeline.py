@@ -18,12 +18,12 @@ from typing import Any, Optional
 
 import yaml
 
-from hfdistill import glue, hub, summary
+from hfdistill import glue, hub, summary, sweeps
 from hfdistill.errors import RecipeError
 from hfdistill.evaluation import clearly_above_baseline, evaluate_model
-from hfdistill.folder import (LINEAGE_FILE, METRICS_FILE, ModelFolder, is_complete, make_readable, public_name,
-                              public_paths, public_source, read_json, remove_empty_parents, replace_folder,
-                              tmp_path_for, write_json)
+from hfdistill.folder import (FRONT_FILE, LINEAGE_FILE, METRICS_FILE, ModelFolder, is_complete, make_readable,
+                              public_name, public_paths, public_source, read_json, remove_empty_parents,
+                              replace_folder, tmp_path_for, write_json)
 from hfdistill.models import load_model, load_tokenizer
 from hfdistill.publish import cards
 from hfdistill.publish.client import with_retries
@@ -108,13 +108,17 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
     accelerator.wait_for_everyone()
 
     results: list[StageResult] = []
+    targets: dict[str, dict[str, Any]] = {}  # the `target:` outcome per task
     for task_name in recipe.tasks:
         data = glue.load_task(task_name, glue_dir=recipe.resolved_glue_dir(), hub_dataset=recipe.hub_dataset,
                               max_train_samples=recipe.max_train_samples, max_eval_samples=recipe.max_eval_samples,
                               seed=recipe.seed)
         keys: dict[str, str] = {}
         folders: dict[str, Path] = {}
+        tracker = sweeps.TargetTracker(recipe, task_name)
         for i, cfg in enumerate(recipe.stages):
+            if task_name in targets:  # a model met the recipe's target: the remaining variants are not explored
+                break
             cfg = cfg.for_task(task_name)  # the stage's `per_task` overrides for this task applied
             parent_name = recipe.parent_of(i)
             parent_path = base if parent_name is None else folders[parent_name]
@@ -131,6 +135,7 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
                 if main:
                     print(f"[{task_name}] {cfg.name}: complete, skipped ({out})", flush=True)
                 results.append(StageResult(cfg.name, task_name, out, True, read_json(out / METRICS_FILE) or {}))
+                _track(tracker, cfg.name, out, targets, main)
                 continue
 
             work_dir = run_dir / ".work" / cfg.name / task_name
@@ -220,9 +225,14 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
                     shutil.rmtree(tmp, ignore_errors=True)
                 raise
             results.append(StageResult(cfg.name, task_name, out, False, read_json(out / METRICS_FILE) or {}))
+            _track(tracker, cfg.name, out, targets, main)
+        if recipe.target is not None and task_name not in targets:
+            targets[task_name] = tracker.outcome()
+            if main:
+                print(sweeps.target_line(task_name, targets[task_name]), flush=True)
 
     if main:
-        _finish(recipe, run_dir, results, publish)
+        _finish(recipe, run_dir, results, publish, targets)
     accelerator.wait_for_everyone()
     return results
 
@@ -261,18 +271,36 @@ def _fmt_metrics(metrics: dict) -> str:
 
 
 def _write_recipe_copy(recipe: Recipe, path: Path) -> None:
-    data = recipe.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # the stages as run: a sweep is written out expanded (its variants are the stages), so the copy reloads as is
+    data = recipe.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"sweep"})
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False))
     os.replace(tmp, path)
 
 
-def _finish(recipe: Recipe, run_dir: Path, results: list[StageResult], publish: Optional[bool]) -> None:
-    """Cards for every model of the run (the plot spans all of them), the run summary, then publishing."""
+def _track(tracker: sweeps.TargetTracker, stage: str, out: Path, targets: dict[str, dict[str, Any]],
+           main: bool) -> None:
+    """Tell the target tracker a stage is done; record (and announce) the outcome once a model meets the target."""
+    hit = tracker.done(stage, out)
+    if hit is not None:
+        targets[tracker.task] = hit
+        if main:
+            print(sweeps.target_line(tracker.task, hit), flush=True)
+
+
+def _finish(recipe: Recipe, run_dir: Path, results: list[StageResult], publish: Optional[bool],
+            targets: Optional[dict[str, dict[str, Any]]] = None) -> None:
+    """The Pareto front (sweeps), cards for every model of the run (the plot spans all of them), the run
+    summary, then publishing."""
+    front = None
+    if recipe.sweep or recipe.target or (run_dir / FRONT_FILE).is_file():
+        front = sweeps.write_front(run_dir, targets)  # before the cards: models on the front get a `pareto` tag
     for r in results:
         cards.write_card(r.path, publish=recipe.publish)
     summary.write(run_dir)
     print((run_dir / summary.SUMMARY_MD).read_text(), flush=True)
+    if front is not None:
+        print(front.table(), flush=True)
     print(f"Summary: {run_dir / summary.SUMMARY_MD} (and {summary.SUMMARY_JSON})", flush=True)
     if recipe.publish is not None and publish is not False:
         hub.push_run(run_dir, recipe.publish)

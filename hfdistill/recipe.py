@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import itertools
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from hfdistill.errors import RecipeError
 from hfdistill.glue import TASKS
@@ -38,6 +41,36 @@ def _resolve(value: Any, info: ValidationInfo) -> Any:
     if value is None or base is None:
         return value
     return resolve_path(value, base)
+
+
+class Target(BaseModel):
+    """When a model is good enough: the run stops exploring the remaining sweep variants of a task once a model
+    meets every bound given here (checked after each variant, in the order the sweep lists them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retention: Optional[float] = Field(default=None, gt=0, le=2,
+                                       description="Least dev score as a fraction of the task teacher's (the "
+                                                   "first evaluated model made from the base model), e.g. 0.98.")
+    max_latency_ms: Optional[float] = Field(default=None, gt=0,
+                                            description="Most CPU latency (batch size 1, median, ms).")
+    max_disk_mb: Optional[float] = Field(default=None, gt=0, description="Most weight bytes on disk, in MB "
+                                                                         "(10^6 bytes).")
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> "Target":
+        if self.retention is None and self.max_latency_ms is None and self.max_disk_mb is None:
+            raise ValueError("give retention, max_latency_ms or max_disk_mb")
+        return self
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of a recipe's sweep: its values and the (expanded) stages its models come from, in order."""
+
+    name: str                     # the values as a name, e.g. "l2-s0.3-int8-cpu"
+    values: dict[str, Any]        # sweep key → value
+    stages: tuple[str, ...]       # expanded stage names, parents first (shared stages included)
 
 
 class Recipe(BaseModel):
@@ -86,6 +119,19 @@ class Recipe(BaseModel):
                                         "folder's filesystem.")
     stages: list[StageUnion] = Field(min_length=1, description="Ordered stages; each names its kind.")
     publish: Optional[PublishConfig] = Field(default=None, description="Where to push the models (see below).")
+    sweep: Optional[dict[str, list[Any]]] = Field(
+        default=None, description="A matrix over stage fields, `<stage>.<field>: [values]` (e.g. "
+                                  "`student.num_layers: [2, 3]`, `pruned.sparsity: [0, 0.3]`, `quant.method: [none, "
+                                  "int8-cpu]`; nested fields as `pruned.recover.epochs`), and `tasks: [...]`. Every "
+                                  "combination becomes a variant; each stage that depends on a swept value is "
+                                  "repeated under a suffixed name (`student-l2`, `pruned-l2-s0.3`), so the stages "
+                                  "they share (the teacher, its cache) run once. `none` skips a stage in that "
+                                  "variant, and so does `sparsity: 0` for a prune stage (its children start from "
+                                  "its parent).")
+    target: Optional[Target] = Field(default=None,
+                                     description="Stop exploring a task's variants once a model meets this.")
+    _variants: list[Variant] = PrivateAttr(default_factory=list)
+    _source: Optional[tuple[dict, Path, str]] = PrivateAttr(default=None)  # (data as read, base folder, file name)
 
     _resolve_paths = field_validator("output_dir", "glue_dir", mode="before")(_resolve)
 
@@ -160,7 +206,33 @@ class Recipe(BaseModel):
             raise _field_error("output_dir", "required when the recipe is not loaded from a file")
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sweep_tasks(cls, data: Any) -> Any:
+        """`sweep: {tasks: [...]}` is the recipe's task list (each task already runs on its own)."""
+        if not isinstance(data, dict) or not isinstance(data.get("sweep"), dict) or "tasks" not in data["sweep"]:
+            return data
+        data = dict(data)
+        if data.get("tasks") is not None and data["tasks"] != data["sweep"]["tasks"]:
+            raise _field_error("sweep.tasks", "the recipe lists `tasks:` too; give the tasks in one place")
+        data["tasks"] = data["sweep"]["tasks"]
+        return data
+
+    @model_validator(mode="after")
+    def _expand_sweep(self, info: ValidationInfo) -> "Recipe":
+        if self.sweep:
+            self.stages, self._variants = expand_sweep(self, info.context)
+        return self
+
     # ------------------------------------------------------------------------------------------ derived values
+    @property
+    def variants(self) -> list[Variant]:
+        """The sweep's variants in the order they are explored; without a sweep, one per stage (each stage's
+        model is then its own candidate for `target:`)."""
+        if self._variants:
+            return list(self._variants)
+        return [Variant(st.name, {}, (st.name,)) for st in self.stages]
+
     def resolved_glue_dir(self) -> Optional[Path]:
         if self.glue_dir is not None:
             return self.glue_dir
@@ -184,6 +256,159 @@ class Recipe(BaseModel):
     def recipe_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True,
                                          default=str).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------------- sweeps
+SKIP = "none"  # a sweep value that leaves the stage out of the variant
+#: Short prefixes of swept values in stage names (`student-l2`, `pruned-l2-s0.3`); other fields use `<field>-`.
+_SHORT = {"num_layers": "l", "layers": "l", "sparsity": "s", "method": "", "quant_type": "", "temperature": "t",
+          "learning_rate": "lr", "max_steps": "steps", "epochs": "ep", "iterations": "it", "batch_size": "bs",
+          "alpha_ce": "ce", "alpha_hard": "hard", "alpha_cos": "cos", "alpha_mlm": "mlm"}
+_NOT_SWEPT = ("name", "kind", "from", "per_task")
+_REPO_NAME_MAX = 96  # the Hub's limit for the name part of a repo id
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "_".join(_value_text(v) for v in value)
+    return "default" if value is None else str(value)
+
+
+def _token(path: str, value: Any) -> str:
+    """A swept value as a name part: `l2` (num_layers 2), `s0.3` (sparsity 0.3), `int8-cpu` (method)."""
+    field = path.split(".")[-1]
+    prefix = _SHORT.get(field)
+    return f"{prefix}{_value_text(value)}" if prefix is not None else f"{field}-{_value_text(value)}"
+
+
+def _set_path(data: dict, path: str, value: Any) -> None:
+    parts = path.split(".")
+    for p in parts[:-1]:
+        nxt = data.get(p)
+        data[p] = dict(nxt) if isinstance(nxt, dict) else {}
+        data = data[p]
+    data[parts[-1]] = value
+
+
+def _name_problem(name: str, recipe_name: str, tasks: list[str]) -> Optional[str]:
+    """Why `name` cannot be a stage (and Hub repo) name, or None."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name.endswith((".", "-")) or "--" in name \
+            or ".." in name:
+        return "only letters, digits and single _ . - between them"
+    if len(name) > 64:
+        return "longer than 64 characters"
+    longest = max(len(f"{recipe_name}-{name}-{t}") for t in tasks)
+    if longest > _REPO_NAME_MAX:
+        return f"its repo name `{recipe_name}-{name}-<task>` is longer than {_REPO_NAME_MAX} characters"
+    return None
+
+
+def expand_sweep(recipe: "Recipe", context: Optional[dict]) -> tuple[list[StageConfig], list[Variant]]:
+    """The recipe's stages with the sweep expanded, and its variants in the order they are listed.
+
+    Deterministic: variants are the product of the value lists (keys in the order written, the last key varying
+    fastest). A stage is repeated per combination of the swept values it depends on (its own and its ancestors'),
+    named `<stage>-<token>-<token>…`; `from`/`student_from` point to the matching copy. Copies that come out the
+    same (e.g. below a skipped stage) are one stage. Stages are listed variant by variant, parents first.
+    """
+    keys = [k for k in recipe.sweep or {} if k != "tasks"]
+    by_name = {st.name: st for st in recipe.stages}
+    where: dict[str, tuple[str, str]] = {}
+    for key in keys:
+        loc = f"sweep.{key}"
+        stage, _, path = key.partition(".")
+        if stage not in by_name:
+            close = difflib.get_close_matches(stage, list(by_name), n=1, cutoff=0.6)
+            raise _field_error(loc, f"no stage named {stage!r} (stages: {', '.join(by_name)})"
+                               + (f" (did you mean `{close[0]}`?)" if close else ""))
+        if not path:
+            raise _field_error(loc, "name a stage field: `<stage>.<field>`, e.g. `student.num_layers`")
+        cls = type(by_name[stage])
+        fields = [f.alias or n for n, f in cls.model_fields.items()]
+        head = path.split(".")[0]
+        if head not in fields or head in _NOT_SWEPT:
+            close = difflib.get_close_matches(head, [f for f in fields if f not in _NOT_SWEPT], n=1, cutoff=0.6)
+            raise _field_error(loc, f"stage {stage!r} ({by_name[stage].kind}) has no field {head!r} to sweep"
+                               + (f" (did you mean `{close[0]}`?)" if close else ""))
+        values = recipe.sweep[key]
+        if not values:
+            raise _field_error(loc, "needs at least one value")
+        texts = [json.dumps(v, sort_keys=True, default=str) for v in values]
+        if len(set(texts)) != len(texts):
+            raise _field_error(loc, "a value is listed twice")
+        if any(isinstance(v, dict) for v in values):
+            raise _field_error(loc, f"values are single settings; sweep a nested field as `{key}.<field>`")
+        for task, over in by_name[stage].per_task.items():
+            if head in over:
+                raise _field_error(loc, f"{stage}.per_task.{task} sets {head} too; sweep it or set it per task")
+        where[key] = (stage, path)
+
+    students_from = {getattr(st, "student_from", None) for st in recipe.stages} - {None}
+    instances: dict[str, StageConfig] = {}
+    variants: list[Variant] = []
+    for combo in itertools.product(*(recipe.sweep[k] for k in keys)):
+        own: dict[str, list[tuple[int, str, Any]]] = {}
+        for ki, (key, value) in enumerate(zip(keys, combo)):
+            own.setdefault(where[key][0], []).append((ki, where[key][1], value))
+        made: dict[str, Optional[str]] = {}          # declared stage → its copy in this variant (None: base model)
+        sigs: dict[str, frozenset] = {}              # declared stage → the swept values its copy depends on
+        mine: list[str] = []
+        for i, st in enumerate(recipe.stages):
+            parent = recipe.parent_of(i)
+            data = st.model_dump(by_alias=True, exclude_unset=True)
+            settings = own.get(st.name, [])
+            skip = any(isinstance(v, str) and v == SKIP for _, _, v in settings)
+            for _, path, value in settings:
+                if not skip:
+                    _set_path(data, path, value)
+            if st.kind == "prune" and data.get("sparsity") == 0 and data.get("target_heads") is None \
+                    and data.get("target_ffn") is None:
+                skip = True  # sparsity 0 prunes nothing: the variant's children start from this stage's parent
+            if skip:
+                if st.name in students_from:
+                    raise _field_error(f"sweep.{keys[settings[0][0]]}", f"stage {st.name!r} cannot be skipped: a "
+                                       f"later stage's student_from names it")
+                made[st.name] = made[parent] if parent else None
+                sigs[st.name] = sigs[parent] if parent else frozenset()
+                continue
+            sig = (sigs[parent] if parent else frozenset()) | {(ki, _token(path, v)) for ki, path, v in settings}
+            sf = getattr(st, "student_from", None)
+            if sf is not None:
+                sig |= sigs[sf]
+                data["student_from"] = made[sf]
+            name = st.name + "".join(f"-{tok}" for _, tok in sorted(sig))
+            culprit = f"sweep.{keys[min(ki for ki, _ in sig)]}" if sig else "sweep"
+            problem = _name_problem(name, recipe.name, list(recipe.tasks))
+            if problem:
+                raise _field_error(culprit, f"makes stage name {name!r}, not a valid repo name: {problem}")
+            if sig and st.repo_id and "{stage}" not in st.repo_id:
+                raise _field_error(f"{culprit}", f"stage {st.name!r} has a fixed repo_id; its sweep copies "
+                                                 f"would share it (put `{{stage}}` in it)")
+            data["name"] = name
+            if i > 0 or st.from_ is not None:
+                data["from"] = made[parent] if parent and made[parent] else BASE
+            try:
+                cfg = type(st).model_validate(data, context=context)
+            except ValidationError as e:
+                err = e.errors()[0]
+                values = ", ".join(f"{keys[ki]}={v!r}" for ki, _, v in settings) or "its parent's values"
+                raise _field_error(culprit, f"stage {name!r} ({values}): {_loc(err['loc'])}: {_message(err)}") \
+                    from None
+            if name in instances and instances[name].identity() != cfg.identity():
+                raise _field_error(culprit, f"two variants make stage {name!r} with different settings (values "
+                                            f"that print the same?)")
+            instances.setdefault(name, cfg)
+            made[st.name], sigs[st.name] = name, sig
+            mine.append(name)
+        label = "-".join(f"no-{where[k][0]}" if isinstance(v, str) and v == SKIP else _token(where[k][1], v)
+                         for k, v in zip(keys, combo))
+        variants.append(Variant(label or recipe.name, dict(zip(keys, combo)), tuple(mine)))
+    order = list(dict.fromkeys(n for v in variants for n in v.stages))
+    return [instances[n] for n in order], variants
 
 
 class _FieldError(ValueError):
@@ -280,19 +505,22 @@ def _did_you_mean(loc: tuple) -> str:
     return f" (did you mean `{close[0]}`?)" if close else ""
 
 
-def _problem(err: dict) -> str:
+def _problem(err: dict, swept: Optional[dict[tuple[int, str], str]] = None) -> str:
     if isinstance((err.get("ctx") or {}).get("error"), _FieldError):
         fe = err["ctx"]["error"]
         return f"{fe.loc}: {fe.msg}"
+    loc = err["loc"]
+    if swept and len(loc) >= 4 and loc[0] == "stages" and (loc[1], loc[3]) in swept:  # a value only the sweep gave
+        return f"sweep.{swept[(loc[1], loc[3])]}: value {err.get('input')!r}: {_message(err)}"
     text = f"{_loc(err['loc'])}: {_message(err)}"
     if err["type"] == "extra_forbidden":
         text += _did_you_mean(err["loc"])
     return text
 
 
-def format_validation_error(e: ValidationError) -> str:
+def format_validation_error(e: ValidationError, swept: Optional[dict[tuple[int, str], str]] = None) -> str:
     """Every problem of the recipe on one line: `a: …` or `3 problems: a: …; b: …; c: …`."""
-    problems = list(dict.fromkeys(_problem(err) for err in e.errors()))  # unique, in order
+    problems = list(dict.fromkeys(_problem(err, swept) for err in e.errors()))  # unique, in order
     if len(problems) == 1:
         return problems[0]
     return f"{len(problems)} problems: " + "; ".join(problems)
@@ -304,10 +532,50 @@ def parse_recipe(data: Any, base_dir: Path, source: str = "recipe") -> Recipe:
     data = dict(data)
     if "output_dir" not in data or data["output_dir"] is None:
         data["output_dir"] = f"runs/{data.get('name', 'run')}"
+    source_data = data
+    data, swept = _fill_swept_fields(data)
     try:
-        return Recipe.model_validate(data, context={"base_dir": Path(base_dir).resolve()})
+        recipe = Recipe.model_validate(data, context={"base_dir": Path(base_dir).resolve()})
     except ValidationError as e:
-        raise RecipeError(f"{source}: {format_validation_error(e)}") from None
+        raise RecipeError(f"{source}: {format_validation_error(e, swept)}") from None
+    recipe._source = (source_data, Path(base_dir), source)
+    return recipe
+
+
+def _fill_swept_fields(data: dict) -> tuple[dict, dict[tuple[int, str], str]]:
+    """A stage field that only the sweep gives (e.g. a prune stage's sparsity) takes its first value, so the
+    stage as written validates; returns the data and {(stage index, field): sweep key} (for error messages)."""
+    sweep, stages = data.get("sweep"), data.get("stages")
+    if not isinstance(sweep, dict) or not isinstance(stages, list):
+        return data, {}
+    stages = [dict(st) if isinstance(st, dict) else st for st in stages]
+    swept: dict[tuple[int, str], str] = {}
+    for key, values in sweep.items():
+        stage, _, field = key.partition(".")
+        usable = [v for v in values if not (isinstance(v, str) and v == SKIP)] if isinstance(values, list) else []
+        for i, st in enumerate(stages):
+            kind = REGISTRY.get(st.get("kind")) if isinstance(st, dict) else None
+            known = {f.alias or n for n, f in kind.config_cls.model_fields.items()} if kind else set()
+            if kind and st.get("name") == stage and field in known and field not in st \
+                    and field not in _NOT_SWEPT and usable:
+                st[field] = usable[0]
+                swept[(i, field)] = key
+    return {**data, "stages": stages}, swept
+
+
+def with_sweep(recipe: "Recipe | Path | str", sweep: Optional[dict[str, list[Any]]] = None,
+               target: Optional[dict[str, Any]] = None) -> Recipe:
+    """A recipe (file or one loaded from a file or data) with `sweep:` and/or `target:` replaced, validated anew."""
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    if sweep is None and target is None:
+        return recipe
+    if recipe._source is None:
+        raise RecipeError(f"{recipe.name}: a sweep can only be added to a recipe read from a file or data")
+    data, base_dir, source = recipe._source
+    data = {**data, **({"sweep": sweep} if sweep is not None else {}),
+            **({"target": target} if target is not None else {})}
+    return parse_recipe(data, base_dir, source=source)
 
 
 def load_recipe(path: Path | str) -> Recipe:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hfdistill.evaluation import clearly_above_baseline, reliable, speedup
-from hfdistill.folder import RunModel, find_run_models, parent_path, task_teacher
+from hfdistill.folder import FRONT_FILE, RunModel, find_run_models, parent_path, read_json, task_teacher
 from hfdistill.models.formats import ADAPTER_DIR, INT8_CPU_META
 
 SUMMARY_MD = "SUMMARY.md"
@@ -78,6 +78,9 @@ def summarize(run_dir: Path) -> dict[str, Any]:
             rows.append(row)
         out["tasks"][task] = {"teacher": teacher.stage if teacher else None, "models": rows,
                               "use": _recommend(rows, teacher)}
+        front = ((read_json(run_dir / FRONT_FILE) or {}).get("tasks") or {}).get(task)  # after a sweep
+        if front is not None:
+            out["tasks"][task]["pareto_front"] = {"models": front.get("front") or [], "plot": front.get("plot")}
     return out
 
 
@@ -138,6 +141,12 @@ def render(summary: dict[str, Any]) -> str:
         if weak:
             lines += [f"**Warning**: {', '.join(f'`{w}`' for w in weak)} did not clearly beat that baseline (by two "
                       f"standard errors): they are no better than guessing the majority class."]
+        front = t.get("pareto_front")
+        if front is not None:
+            plot = f" ({front['plot']})" if front.get("plot") else ""
+            lines += ["", f"Pareto front (dev score ↑, CPU latency ↓, disk ↓; latencies compared only when measured "
+                          f"alike; `hfdistill front` for the table){plot}: "
+                          f"{', '.join(f'`{m}`' for m in front['models']) or 'none'}."]
         lines += ["", "Which model for what:",
                   f"- most accurate: `{use.get('most_accurate') or '-'}`",
                   f"- fastest on CPU that keeps ≥ {KEEPS:.0%} of the teacher's score: "

@@ -16,8 +16,8 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from hfdistill.evaluation import clearly_above_baseline, reliable, speedup
-from hfdistill.folder import (RunModel, find_run_models, load_model_folder, parent_path, read_json, run_dir_of,
-                              task_teacher)
+from hfdistill.folder import (FRONT_FILE, RunModel, find_run_models, load_model_folder, parent_path, read_json,
+                              run_dir_of, task_teacher)
 from hfdistill.schema import KNOWN_BASE_IDS, PublishConfig, packaged_model_path
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -351,6 +351,7 @@ def build_card(model: RunModel, run_models: list[RunModel], repo_ids: Mapping[Pa
 
     results = eval_results(model, model_name)
     tags = ["hfdistill", KIND_TAGS.get(model.kind, model.kind), "glue", model.task]
+    tags += ["pareto"] if on_pareto_front(model) else []
     data = ModelCardData(
         library_name="transformers", pipeline_tag="text-classification", license=license,
         tags=[t for t in dict.fromkeys(tags) if t], datasets=[GLUE_DATASET], base_model=parent_repo,
