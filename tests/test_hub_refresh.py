@@ -53,7 +53,9 @@ def test_refresh_commits_nothing_when_unchanged_and_exactly_the_readme_when_the_
     assert all(r.changed == [] for r in again) and _state(api) == after
 
 
-def test_cards_published_without_the_hfdistill_metadata_gain_it(published_hub, monkeypatch):
+def test_cards_published_without_the_hfdistill_metadata_gain_it_and_keep_their_pareto_tag(published_hub,
+                                                                                         monkeypatch):
+    (published_hub.run / "front.json").write_text(json.dumps({"tasks": {"sst2": {"front": ["student"]}}}))
     with monkeypatch.context() as m:  # the card code before the `hfdistill:` block existed
         m.setattr(cards, "summary_metadata", lambda *a, **k: {})
         push_run(published_hub.run, PublishConfig(repo_prefix="me/tiny"), endpoint=published_hub.url,
@@ -65,6 +67,7 @@ def test_cards_published_without_the_hfdistill_metadata_gain_it(published_hub, m
     facts = api.model_info(REPOS[2]).card_data.to_dict()["hfdistill"]
     assert facts["parent"] == REPOS[1] and facts["teacher"] == REPOS[0] and facts["latency_ms"] == 1.6
     assert facts["retention"] == round(0.881 / 0.912, 4) and facts["params"] == 1_040_000
+    assert "pareto" in api.model_info(REPOS[1]).tags and "pareto" not in api.model_info(REPOS[0]).tags
 
 
 def test_reevaluate_commits_new_metrics_with_the_card(published_hub, glue_dir):

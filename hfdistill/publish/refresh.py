@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from hfdistill.errors import HubError
-from hfdistill.folder import LINEAGE_FILE, METRICS_FILE, write_json
+from hfdistill.folder import FRONT_FILE, LINEAGE_FILE, METRICS_FILE, write_json
 from hfdistill.publish import cards
 from hfdistill.publish.client import RETRY_WAITS, default_endpoint, hf_api, lfs_uploads_unless_hf, with_retries
 from hfdistill.publish.pull import Evaluate, default_evaluate
@@ -33,6 +33,7 @@ RECORD_FILES = (LINEAGE_FILE, METRICS_FILE, "config.json", "adapter_config.json"
                 MANIFEST, "README.md")
 OUTPUTS = ("README.md", cards.PLOT_FILE)
 HFDISTILL_TAG = "hfdistill"
+PARETO_TAG = "pareto"        # cards.py tags the models on their run's Pareto front (front.json)
 
 
 @dataclass
@@ -133,6 +134,11 @@ class Refresher:
         model.folder = folder
 
 
+def _readme(model: RemoteModel) -> str:
+    path = model.folder / "README.md"
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
 def _family(target: RemoteModel, candidates: list[RemoteModel]) -> list[RemoteModel]:
     """The repos of the target's run: same namespace and recipe, and the same prefix when the names have one."""
     ns = target.repo_id.split("/")[0]
@@ -162,6 +168,8 @@ def refresh(repo_ids: list[str], *, author: Optional[str] = None, endpoint: Opti
     """
     from tqdm.auto import tqdm
 
+    if progress and log is print:  # log lines above the progress bar, not through it
+        log = tqdm.write
     hub = Refresher(endpoint, token, log, retry_waits)
     if not repo_ids and not author:
         raise HubError("refresh: name the repos to refresh, or --author")
@@ -205,9 +213,15 @@ def _refresh_one(hub: Refresher, target: RemoteModel, family: list[RemoteModel],
     for m in family:  # the run folder of records: <stage>/<task>/
         shutil.copytree(m.folder, run / m.stage / m.task, ignore=shutil.ignore_patterns(*OUTPUTS, ".cache"))
     folder = run / target.stage / target.task
-    old_card = (target.folder / "README.md").read_text(encoding="utf-8") if (target.folder / "README.md").is_file() \
-        else ""
+    old_card = _readme(target)
     old_meta = cards.card_metadata(old_card)
+    front: dict[str, Any] = {}
+    for m in family:  # a run's front.json is not published: the cards' `pareto` tags say who is on the front
+        tags = cards.card_metadata(_readme(m)).get("tags") or []
+        if PARETO_TAG in (tags if isinstance(tags, list) else [tags]):
+            front.setdefault(m.task, {"front": []})["front"].append(m.stage)
+    if front:
+        write_json(run / FRONT_FILE, {"tasks": front})
     recipe = {"name": target.lineage.get("recipe_name") or "hfdistill", "stages": []}
     if old_meta.get("license"):
         recipe["license"] = old_meta["license"]  # the license the card has (from its recipe or base model)
