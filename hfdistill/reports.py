@@ -336,8 +336,8 @@ def render(record: dict[str, Any], plots: bool = True) -> str:
         sp = line["speedup"]
         if "target" in sp:
             sp_s = ("not measured" if sp["value"] is None else
-                    f"{sp['value']:.2f}×{' (busy)' if sp.get('busy') else ''} (≥ {sp['target']:g}×): "
-                    f"{_verdict(sp['met'])}")
+                    f"{sp['value']:.2f}× (≥ {sp['target']:g}×): {_verdict(sp['met'])}"
+                    + (" (busy machine: unreliable, see Table 3)" if sp.get("busy") else ""))
         else:
             sp_s = "memory only" + (f": weights take {_pct(sp['memory'])} of the parent's in memory"
                                     if sp.get("memory") else "")

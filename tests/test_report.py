@@ -123,6 +123,7 @@ def test_speedup_only_between_comparable_latencies_and_busy_figures_are_named(ru
     assert _row(md, "| `student` | 17.40M").endswith("| 2.00× (busy) |")
     assert "4.4 s (busy)" in _row(md, "| `student` | 17.40M")
     assert "`student`/sst2" in _row(md, "Latency figures flagged busy: 1 of 12")
+    assert "| 2.00× (≥ 1.9×): **met** (busy machine: unreliable, see Table 3) |" in _row(md, "| distilled 6→3")
 
 
 def test_targets_are_found_by_kind_and_lineage_and_judged(run):
