@@ -104,7 +104,24 @@ def test_mlm_objective_needs_text_source():
 def test_defaults_are_distilberts():
     cfg = parse([FINETUNE, distill_stage()]).stages[1]
     assert (cfg.temperature, cfg.alpha_ce, cfg.alpha_hard, cfg.alpha_cos) == (2.0, 5.0, 2.0, 1.0)
-    assert cfg.architecture == "distilbert" and cfg.init == "teacher" and cfg.objective == "task"
+    assert cfg.architecture == "auto" and cfg.init == "teacher" and cfg.objective == "task"
+
+
+def test_auto_student_is_distilbert_for_single_sentences_and_bert_with_token_types_for_pairs():
+    cfg = parse([FINETUNE, distill_stage()]).stages[1]
+    assert cfg.token_types == "auto"
+    assert cfg.student_shape(pair_task=False) == ("distilbert", "fold")
+    assert cfg.student_shape(pair_task=True) == ("bert", "keep")
+    assert parse([FINETUNE, distill_stage(architecture="distilbert")]).stages[1].student_shape(True) == \
+        ("distilbert", "fold")
+    assert parse([FINETUNE, distill_stage(architecture="bert", token_types="fold")]).stages[1].student_shape(
+        True) == ("bert", "fold")
+    assert parse([FINETUNE, distill_stage(architecture="bert")]).stages[1].student_shape(False) == ("bert", "fold")
+
+
+def test_keep_token_types_with_a_distilbert_student_is_refused():
+    with pytest.raises(RecipeError, match="token_types: keep needs architecture: bert"):
+        parse([FINETUNE, distill_stage(architecture="distilbert", token_types="keep")])
 
 
 # ---------------------------------------------------------------------------------------------------- teacher cache
@@ -201,10 +218,15 @@ def test_distill_stage_trains_a_distilbert_student_from_the_finetuned_teacher(wo
         folder = run_dir / "student" / task
         model = AutoModelForSequenceClassification.from_pretrained(folder)
         tok = AutoTokenizer.from_pretrained(folder)
-        assert type(model).__name__ == "DistilBertForSequenceClassification"
-        assert model.config.n_layers == 2 and tok.model_input_names == ["input_ids", "attention_mask"]
         lineage = json.loads((folder / "lineage.json").read_text())
         info = lineage["info"]
+        if task == "sst2":  # single sentences: a DistilBERT student
+            assert type(model).__name__ == "DistilBertForSequenceClassification" and info["token_types"] == "fold"
+            assert model.config.n_layers == 2 and tok.model_input_names == ["input_ids", "attention_mask"]
+        else:  # pairs: the teacher's class, its token types and head (the tokenizer emits the segment ids)
+            assert type(model).__name__ == "BertForSequenceClassification" and info["token_types"] == "keep"
+            assert model.config.num_hidden_layers == 2 and model.config.type_vocab_size == 2
+            assert tok.model_input_names == ["input_ids", "attention_mask", "token_type_ids"]
         assert info["layers"] == [0, 3] and info["objective"] == "task" and info["steps"] == 12
         assert info["unlabeled_examples"] > 0 and info["cos_pairs"] == [[1, 1], [2, 4]]
         assert not info["teacher_cache"]["reused"]
@@ -222,8 +244,8 @@ def test_distill_stage_trains_a_distilbert_student_from_the_finetuned_teacher(wo
 
 def test_bert_architecture_and_random_init_students(workspace):
     recipe = recipe_dict(workspace, [FINETUNE,
-                                     distill_stage(name="bert-student", architecture="bert", layers=[1, 3],
-                                                   **{"from": "teacher"}),
+                                     distill_stage(name="bert-student", architecture="bert", token_types="fold",
+                                                   layers=[1, 3], **{"from": "teacher"}),
                                      distill_stage(name="random-student", init="random", alpha_cos=0,
                                                    **{"from": "teacher"}),
                                      distill_stage(name="last-student", layers=[0, 2], cos_layers="last",
@@ -264,7 +286,7 @@ def test_regression_student_learns_the_teachers_scores_not_the_labels(tmp_path):
     recipe = {"name": "stsb", "model": str(tmp_path / "teacher"), "tasks": ["stsb"], "glue_dir": str(FIXTURE_GLUE),
               "output_dir": str(tmp_path / "run"), "max_seq_length": 48, "latency_samples": 30,
               "stages": [distill_stage(max_steps=30, batch_size=4, learning_rate=2e-3, alpha_ce=1.0, alpha_hard=0.0,
-                                       alpha_cos=0.0, init="random", log_every=20)]}
+                                       alpha_cos=0.0, init="random", log_every=20, architecture="distilbert")]}
     run_recipe(recipe)
     data = glue.load_task("stsb", glue_dir=FIXTURE_GLUE)
     pairs = list(zip(data.train["sentence1"], data.train["sentence2"]))

@@ -23,7 +23,8 @@ def test_recipe_chain_publishes_every_model_and_pull_verify_reproduces_the_card(
         "max_train_samples": 96, "max_eval_samples": 40, "latency_samples": 30, "output_dir": str(tmp_path / "run"),
         "stages": [
             {"name": "teacher", "kind": "finetune", "max_steps": 6, "batch_size": 16, "learning_rate": 1e-3},
-            {"name": "student", "kind": "distill", "layers": [0], "max_steps": 6, "batch_size": 16},
+            {"name": "student", "kind": "distill", "layers": [0], "architecture": "distilbert", "max_steps": 6,
+             "batch_size": 16},
             {"name": "pruned", "kind": "prune", "from": "teacher", "sparsity": 0.5, "iterations": 2,
              "num_examples": 32},
             {"name": "student-8bit", "kind": "quantize", "from": "student", "method": "bnb-8bit"},

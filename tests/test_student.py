@@ -130,6 +130,64 @@ def test_all_layers_bert_student_gives_teacher_logits_and_runs_pairs(teacher_dir
         assert student(**pair).logits.shape == (2, 2)
 
 
+def keep_types_folder(teacher_dir, tmp_path, layers):
+    """A `token_types: keep` BERT student saved as the distill stage saves it, loaded back with plain Auto*."""
+    from hfdistill.distillation.student import student_input_names
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
+    student, facts = build_student(teacher, layers=layers, architecture="bert", token_types="keep")
+    student.save_pretrained(tmp_path)
+    save_student_tokenizer(teacher_dir, tmp_path, student_input_names(student))
+    return (teacher, facts, AutoModelForSequenceClassification.from_pretrained(tmp_path).eval(),
+            AutoTokenizer.from_pretrained(tmp_path))
+
+
+def test_keep_token_types_student_gives_the_teacher_logits_on_pairs(teacher_dir, tmp_path):
+    """Segment B keeps its type-1 vector and the head is the teacher's pooler + classifier: an all-layers student
+    is the teacher exactly on pair input, where the folded student is not (the teacher's type vectors differ)."""
+    teacher, facts, student, tok = keep_types_folder(teacher_dir, tmp_path / "keep", [0, 1, 2, 3])
+    assert type(student).__name__ == "BertForSequenceClassification"
+    assert student.config.type_vocab_size == 2 and facts["token_types"] == "keep"
+    assert tok.model_input_names == ["input_ids", "attention_mask", "token_type_ids"]
+    assert torch.equal(student.bert.embeddings.token_type_embeddings.weight,
+                       teacher.bert.embeddings.token_type_embeddings.weight)
+    pair = tok(*PAIRS, padding=True, return_tensors="pt")
+    assert pair["token_type_ids"].max() == 1
+    _, _ = student_folder(teacher_dir, tmp_path / "fold", layers=[0, 1, 2, 3], architecture="bert")
+    folded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "fold").eval()
+    fold_pair = AutoTokenizer.from_pretrained(tmp_path / "fold")(*PAIRS, padding=True, return_tensors="pt")
+    real = pair["attention_mask"].bool()
+    with torch.no_grad():
+        t = teacher(**pair, output_hidden_states=True)
+        s = student(**pair, output_hidden_states=True)
+        f = folded(**fold_pair, output_hidden_states=True)
+    assert torch.allclose(s.logits, t.logits, atol=1e-5)
+    assert torch.allclose(s.hidden_states[-1][real], t.hidden_states[-1][real], atol=1e-5)
+    # what keeping the types fixes: the folded student's segment B differs from the teacher's
+    assert not torch.allclose(f.hidden_states[-1][real], t.hidden_states[-1][real], atol=1e-2)
+
+
+def test_keep_token_types_student_matches_the_teacher_layers_it_copied_on_pairs(teacher_dir, tmp_path):
+    """Layers [0, 1] of 4: the student's hidden states after each kept layer are the teacher's, on pair input."""
+    teacher, facts, student, tok = keep_types_folder(teacher_dir, tmp_path, [0, 1])
+    pair = tok(*PAIRS, padding=True, return_tensors="pt")
+    real = pair["attention_mask"].bool()
+    with torch.no_grad():
+        h_t = teacher(**pair, output_hidden_states=True).hidden_states
+        h_s = student(**pair, output_hidden_states=True).hidden_states
+    assert student.config.num_hidden_layers == 2 and facts["exact"]
+    for k in (0, 1, 2):  # embeddings, then the outputs of layers 0 and 1
+        assert torch.allclose(h_s[k][real], h_t[k][real], atol=1e-5)
+
+
+def test_keep_token_types_needs_a_bert_student(teacher_dir):
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    with pytest.raises(ModelError, match="token_types: keep needs architecture: bert"):
+        build_student(teacher, architecture="distilbert", token_types="keep")
+    with pytest.raises(ModelError, match="token_types: unknown"):
+        build_student(teacher, architecture="bert", token_types="both")
+
+
 def test_fewer_layers_give_a_smaller_student(teacher_dir, tmp_path):
     teacher, facts = student_folder(teacher_dir, tmp_path, architecture="bert")
     student = AutoModelForSequenceClassification.from_pretrained(tmp_path)

@@ -9,7 +9,10 @@
     `pre_classifier`/`classifier` start from the teacher's pooler/classifier weights and distillation adapts them.
   - `architecture="bert"`: keeps the teacher's own class with fewer layers and `type_vocab_size: 1` holding the
     teacher's type-0 vector (the tokenizer then stops emitting `token_type_ids`), so pair tasks still run and an
-    all-layers student gives the teacher's logits exactly on single-segment input.
+    all-layers student gives the teacher's logits exactly on single-segment input. With `token_types="keep"` it
+    keeps all the teacher's token types (the tokenizer keeps emitting `token_type_ids`): an all-layers student
+    then gives the teacher's logits exactly on pair input too (segment B keeps its type-1 vector), and the head
+    is the teacher's pooler + classifier, exact at initialisation.
   - `init="random"`: the same shape with fresh weights (the DistilBERT ablation).
 
 Both load with plain `AutoModelFor*.from_pretrained` / `AutoTokenizer` (no remote code).
@@ -28,6 +31,7 @@ from hfdistill.models import check_model_dir, refuse_untrained  # (also register
 
 Architecture = Literal["distilbert", "bert"]
 Init = Literal["teacher", "random"]
+TokenTypes = Literal["fold", "keep"]
 
 #: What the student tokenizer feeds the model: no token_type_ids (there is no segment embedding to use them).
 STUDENT_INPUT_NAMES = ["input_ids", "attention_mask"]
@@ -242,12 +246,13 @@ def _mlm_head_parts(teacher: nn.Module) -> tuple[_Transform, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------------- BERT (same class)
-def _bert_student(teacher: nn.Module, base: nn.Module, layers: Sequence[int]):
-    """The teacher's own class with only `layers` and one token type (the teacher's type 0)."""
+def _bert_student(teacher: nn.Module, base: nn.Module, layers: Sequence[int], keep_types: bool = False):
+    """The teacher's own class with only `layers` and one token type (the teacher's type 0), or with all the
+    teacher's token types (`keep_types`)."""
     config = teacher.config.__class__.from_dict(teacher.config.to_dict())
     config.num_hidden_layers = len(layers)
     has_types = getattr(base.embeddings, "token_type_embeddings", None) is not None
-    if has_types:
+    if has_types and not keep_types:
         config.type_vocab_size = 1
     student = type(teacher)(config)
     renumber = {f"encoder.layer.{i}.": f"encoder.layer.{j}." for j, i in enumerate(layers)}
@@ -258,7 +263,7 @@ def _bert_student(teacher: nn.Module, base: nn.Module, layers: Sequence[int]):
             if key is None:
                 continue  # a dropped layer
             name = name.replace(key, renumber[key])
-        if name.endswith("embeddings.token_type_embeddings.weight"):
+        if name.endswith("embeddings.token_type_embeddings.weight") and not keep_types:
             tensor = tensor[:1]
         state[name] = tensor
     missing, unexpected = student.load_state_dict(state, strict=False)
@@ -272,10 +277,13 @@ def _bert_student(teacher: nn.Module, base: nn.Module, layers: Sequence[int]):
 # ---------------------------------------------------------------------------------------------------- public
 def build_student(teacher: nn.Module, layers: Optional[Sequence[int]] = None, num_layers: Optional[int] = None,
                   architecture: Architecture = "distilbert", init: Init = "teacher",
-                  seed: int = 0) -> tuple[nn.Module, dict]:
+                  seed: int = 0, token_types: TokenTypes = "fold") -> tuple[nn.Module, dict]:
     """Build the student from a loaded teacher (`*ForSequenceClassification` or `*ForMaskedLM`).
 
-    Returns `(student, facts)`; facts record the kept layers, architecture, init and head initialisation.
+    `token_types`: `fold` the teacher's type-0 vector into the embeddings (one segment type; segment B of a pair
+    then looks like segment A), or `keep` the teacher's token-type embeddings (`architecture="bert"` only).
+    Returns `(student, facts)`; facts record the kept layers, architecture, token types, init and head
+    initialisation.
     """
     base = _base(teacher)
     n = len(base.encoder.layer)
@@ -284,8 +292,14 @@ def build_student(teacher: nn.Module, layers: Optional[Sequence[int]] = None, nu
     if not masked_lm and not is_sequence_classifier(teacher):
         raise ModelError(f"teacher {type(teacher).__name__} has no task head: distil from a "
                          "*ForSequenceClassification (fine-tune first) or, with objective: mlm, a *ForMaskedLM")
+    if token_types not in ("fold", "keep"):
+        raise ModelError(f"token_types: unknown {token_types!r} (fold or keep)")
+    if token_types == "keep" and architecture != "bert":
+        raise ModelError("token_types: keep needs architecture: bert (DistilBERT has no token-type embeddings)")
+    if getattr(base.embeddings, "token_type_embeddings", None) is None:
+        token_types = "fold"  # nothing to keep (e.g. a RoBERTa-style teacher without segment types)
     facts = {"teacher_layers": n, "layers": kept, "num_layers": len(kept), "architecture": architecture,
-             "init": init, "student_class": None}
+             "token_types": token_types, "init": init, "student_class": None}
     if architecture == "distilbert":
         from transformers import DistilBertForMaskedLM, DistilBertForSequenceClassification
 
@@ -297,7 +311,7 @@ def build_student(teacher: nn.Module, layers: Optional[Sequence[int]] = None, nu
             facts.update(_fill_distilbert(student, teacher, base, kept))
         facts["exact"] = abs(float(getattr(teacher.config, "layer_norm_eps", 1e-12)) - 1e-12) < 1e-15
     elif architecture == "bert":
-        student = _bert_student(teacher, base, kept)
+        student = _bert_student(teacher, base, kept, keep_types=token_types == "keep")
         facts["head_init"] = "teacher (exact)"
         facts["exact"] = True
         if init == "random":
@@ -339,15 +353,22 @@ def cosine_pairs(layers: Sequence[int], num_teacher_layers: int, which: str = "m
     raise ModelError(f"cos_layers: unknown {which!r} (matched or last)")
 
 
-def save_student_tokenizer(teacher_dir: Path, out: Path) -> None:
-    """Save the teacher's tokenizer for the student, emitting only input_ids and attention_mask.
+def student_input_names(model: nn.Module) -> list[str]:
+    """What the student's tokenizer emits: `token_type_ids` too when the student has more than one token type."""
+    types = getattr(model.config, "type_vocab_size", 0) or 0
+    return list(STUDENT_INPUT_NAMES) + (["token_type_ids"] if types > 1 else [])
+
+
+def save_student_tokenizer(teacher_dir: Path, out: Path, input_names: Sequence[str] = STUDENT_INPUT_NAMES) -> None:
+    """Save the teacher's tokenizer for the student, emitting only `input_names` (default: input_ids and
+    attention_mask; see `student_input_names`).
 
     `model_input_names` is passed at load time: that is what `save_pretrained` writes to tokenizer_config.json
     (setting the attribute afterwards is not saved).
     """
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(teacher_dir), model_input_names=list(STUDENT_INPUT_NAMES))
+    tok = AutoTokenizer.from_pretrained(str(teacher_dir), model_input_names=list(input_names))
     tok.save_pretrained(str(out))
 
 

@@ -16,8 +16,10 @@ states come from `hfdistill.distillation.teacher_cache` on every later epoch, st
 label (the `unlabeled:` text, e.g. the test split) get the soft-target and cosine terms only. The teacher is never
 in train mode and never receives gradients. T applies in training only; the saved student predicts at T=1.
 
-The DistilBERT head (pre_classifier → ReLU) starts from the teacher's pooler + classifier (tanh): approximate at
-initialisation, the distillation adapts it.
+The student (`architecture`, `token_types`, `auto` by default): for a sentence-pair task the teacher's own class
+with fewer layers, its token-type embeddings and its pooler + classifier head (exact at initialisation); otherwise
+a DistilBERT whose head (pre_classifier → ReLU) starts from the teacher's pooler + classifier (tanh), approximate
+at initialisation, and which folds the type-0 vector into its embeddings. bench/pairs.py measures the choice.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from hfdistill import glue
 from hfdistill.errors import DataError, ModelError
 from hfdistill.distillation.student import (STUDENT_INPUT_NAMES, build_student, cosine_pairs, default_layers,
-                                            load_teacher, save_student_tokenizer)
+                                            load_teacher, save_student_tokenizer, student_input_names)
 from hfdistill.distillation.text import (check_text_source, load_text, masked_lm_data, read_text_lines,  # noqa: F401
                                          resolve_recipe_path)
 from hfdistill.distillation.teacher_cache import (cache_budget_bytes, entry_path, estimate, human_bytes, is_complete,
@@ -55,10 +57,18 @@ class DistillConfig(StageConfig, TrainingArgs):
                                   "e.g. 6 → [0, 2, 4], 12 → [0, 2, 4, 7, 9, 11]).")
     num_layers: Optional[int] = Field(default=None, gt=0,
                                       description="Keep this many layers, spread evenly (instead of `layers`).")
-    architecture: Literal["distilbert", "bert"] = Field(
-        default="distilbert", description="`distilbert`: a stock DistilBert* student (no segment embeddings; the "
-                                          "type-0 vector is folded into the positions); `bert`: the teacher's "
-                                          "class with fewer layers and one token type.")
+    architecture: Literal["auto", "distilbert", "bert"] = Field(
+        default="auto", description="The student's class, and so its head: `distilbert`: a stock DistilBert* "
+                                    "student (pre_classifier → ReLU head, started from the teacher's tanh "
+                                    "pooler; no segment embeddings: the type-0 vector is folded into the "
+                                    "positions); `bert`: the teacher's class with fewer layers (the teacher's "
+                                    "pooler + classifier head, exact at initialisation); `auto`: `bert` for "
+                                    "sentence-pair tasks, `distilbert` otherwise.")
+    token_types: Literal["auto", "fold", "keep"] = Field(
+        default="auto", description="`fold`: one token type (the teacher's type-0 vector; segment B of a pair "
+                                    "loses its type vector); `keep`: the teacher's token-type embeddings "
+                                    "(`architecture: bert` only); `auto`: `keep` for sentence-pair tasks with "
+                                    "a `bert` student, `fold` otherwise.")
     init: Literal["teacher", "random"] = Field(
         default="teacher", description="`teacher`: copy embeddings, kept layers and head; `random`: same shape, "
                                        "fresh weights (ablation).")
@@ -165,10 +175,24 @@ class DistillConfig(StageConfig, TrainingArgs):
                 raise ValueError("text_source: only with objective: mlm (use `unlabeled` for extra task text)")
             if self.alpha_ce == self.alpha_hard == self.alpha_cos == 0:
                 raise ValueError("alpha_ce, alpha_hard and alpha_cos are all 0: nothing to learn")
+        if self.token_types == "keep" and self.architecture == "distilbert":
+            raise ValueError("token_types: keep needs architecture: bert (DistilBERT has no token-type "
+                             "embeddings)")
         if self.student_from is not None and (self.layers is not None or self.num_layers is not None
                                               or self.init != "teacher"):
             raise ValueError("student_from: the student comes from that stage; drop layers/num_layers/init")
         return self
+
+    def student_shape(self, pair_task: bool) -> tuple[str, str]:
+        """(architecture, token_types) with `auto` resolved: for a sentence-pair task a `bert` student that keeps
+        the token types (measured on MRPC: bench/pairs.py, bench/RESULTS.md), otherwise DistilBERT with folded
+        types. The mlm objective has no task kind: `distilbert`, `fold`."""
+        pair = pair_task and self.objective == "task"
+        arch = self.architecture if self.architecture != "auto" else ("bert" if pair else "distilbert")
+        types = self.token_types
+        if types == "auto":
+            types = "keep" if pair and arch == "bert" else "fold"
+        return arch, types
 
     def needs_train_split(self) -> bool:
         if self.objective == "mlm":
@@ -234,15 +258,18 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
 class TaskCollator:
     """Pads a batch and attaches the teacher's cached logits (and hidden states) by example position."""
 
-    def __init__(self, pad_id: int, cache: Any, regression: bool, hidden_slots: Optional[list[int]]):
+    def __init__(self, pad_id: int, cache: Any, regression: bool, hidden_slots: Optional[list[int]],
+                 token_types: bool = False):
         self.pad_id, self.cache, self.regression, self.hidden_slots = pad_id, cache, regression, hidden_slots
+        self.token_types = token_types
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         ids = _pad([e["input_ids"] for e in examples], self.pad_id)
         mask = _pad([e["attention_mask"] for e in examples], 0)
+        types = {"token_type_ids": _pad([e["token_type_ids"] for e in examples], 0)} if self.token_types else {}
         pos = [int(e["idx"]) for e in examples]
         dtype = torch.float32 if self.regression else torch.long
-        batch = {"input_ids": ids, "attention_mask": mask,
+        batch = {"input_ids": ids, "attention_mask": mask, **types,
                  "labels": torch.tensor([e["labels"] for e in examples], dtype=dtype),
                  "teacher_logits": self.cache.logits[pos]}
         if self.hidden_slots is not None:  # fp16, only the layers the loss uses; cast per batch on the device
@@ -272,7 +299,7 @@ def _student_from_stage(cfg: DistillConfig, ctx: StageContext, teacher: torch.nn
 def _save(model: torch.nn.Module, tokenizer_dir: Path, out: Path, ctx: StageContext) -> None:
     if ctx.is_main:
         model.save_pretrained(out, safe_serialization=True)
-        save_student_tokenizer(tokenizer_dir, out)
+        save_student_tokenizer(tokenizer_dir, out, student_input_names(model))
 
 
 def run(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: Path) -> dict:
@@ -293,8 +320,10 @@ def _run_task(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: P
     if cfg.student_from is not None:
         student, facts = _student_from_stage(cfg, ctx, teacher)
     else:
-        student, facts = build_student(teacher, cfg.layers, cfg.num_layers, cfg.architecture, cfg.init,
-                                       seed=ctx.seed)
+        arch, types = cfg.student_shape(len(task.text) == 2)
+        student, facts = build_student(teacher, cfg.layers, cfg.num_layers, arch, cfg.init, seed=ctx.seed,
+                                       token_types=types)
+    with_types = "token_type_ids" in student_input_names(student)
     n_teacher = teacher.config.num_hidden_layers
     pairs = cosine_pairs(facts["layers"], n_teacher, cfg.cos_layers) if cfg.alpha_cos > 0 else []
     teacher_idx = sorted({t for _, t in pairs})
@@ -313,10 +342,10 @@ def _run_task(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: P
 
     tokenizer = AutoTokenizer.from_pretrained(str(parent.path))
     encoded = glue.encode(texts, tokenizer, max_len, keep_idx=True)
-    encoded = encoded.remove_columns([c for c in encoded.column_names
-                                      if c not in ("input_ids", "attention_mask", "labels", "idx")])
+    keep = ("input_ids", "attention_mask", "labels", "idx") + (("token_type_ids",) if with_types else ())
+    encoded = encoded.remove_columns([c for c in encoded.column_names if c not in keep])
     slots = [teacher_idx.index(t) for _, t in pairs] if cache_hidden else None
-    collate = TaskCollator(tokenizer.pad_token_id or 0, cache, task.is_regression, slots)
+    collate = TaskCollator(tokenizer.pad_token_id or 0, cache, task.is_regression, slots, with_types)
     weights = cfg.loss_weights()
     student_idx = [s for s, _ in pairs]
 
@@ -328,7 +357,8 @@ def _run_task(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: P
 
     def loss_fn(model, batch):
         mask = batch["attention_mask"]
-        s_out = model(input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=bool(pairs))
+        types = {"token_type_ids": batch["token_type_ids"]} if with_types else {}
+        s_out = model(input_ids=batch["input_ids"], attention_mask=mask, **types, output_hidden_states=bool(pairs))
         hs = [s_out.hidden_states[i] for i in student_idx]
         if online is not None:
             ht = _online_teacher_hidden(online, batch["idx"].tolist(), mask.shape[1], [t for _, t in pairs])
@@ -394,7 +424,9 @@ def _run_mlm(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: Pa
     from transformers import AutoTokenizer
 
     teacher = load_teacher(parent.path, masked_lm=True, stage=cfg.name)
-    student, facts = build_student(teacher, cfg.layers, cfg.num_layers, cfg.architecture, cfg.init, seed=ctx.seed)
+    arch, types = cfg.student_shape(False)
+    student, facts = build_student(teacher, cfg.layers, cfg.num_layers, arch, cfg.init, seed=ctx.seed,
+                                   token_types=types)
     n_teacher = teacher.config.num_hidden_layers
     pairs = cosine_pairs(facts["layers"], n_teacher, cfg.cos_layers) if cfg.alpha_cos > 0 else []
     tokenizer = AutoTokenizer.from_pretrained(str(parent.path), model_input_names=list(STUDENT_INPUT_NAMES))
