@@ -171,9 +171,11 @@ def test_keep_token_types_student_matches_the_teacher_layers_it_copied_on_pairs(
     """Layers [0, 1] of 4: the student's hidden states after each kept layer are the teacher's, on pair input."""
     teacher, facts, student, tok = keep_types_folder(teacher_dir, tmp_path, [0, 1])
     pair = tok(*PAIRS, padding=True, return_tensors="pt")
+    teacher_pair = AutoTokenizer.from_pretrained(teacher_dir)(*PAIRS, padding=True, return_tensors="pt")
+    assert teacher_pair["token_type_ids"].max() == 1  # the teacher sees segment B as type 1
     real = pair["attention_mask"].bool()
     with torch.no_grad():
-        h_t = teacher(**pair, output_hidden_states=True).hidden_states
+        h_t = teacher(**teacher_pair, output_hidden_states=True).hidden_states
         h_s = student(**pair, output_hidden_states=True).hidden_states
     assert student.config.num_hidden_layers == 2 and facts["exact"]
     for k in (0, 1, 2):  # embeddings, then the outputs of layers 0 and 1
