@@ -8,8 +8,10 @@ model folder and named in `config.json["auto_map"]`, so that
 works without hfdistill installed. The classes subclass the transformers ones and only change Linear shapes after
 the stock modules are built; the forward code is transformers' own. Transformers' self-attention reshapes with
 `(…, -1, attention_head_size)`, so a layer with fewer heads just needs narrower Q/K/V/output matrices and its
-own `num_attention_heads` / `all_head_size`; a layer with no heads at all (only when the recipe allows it) has its
-self-attention replaced by a module that returns an empty context, leaving the output projection's bias.
+own `num_attention_heads` / `all_head_size`; a layer with no heads at all (only when the recipe allows it) skips
+attention entirely: what is left of it is the output projection's bias, so the block computes
+`LayerNorm(x + bias)` directly (BERT; DistilBERT returns the bias), the same result as the stock path through an
+empty context and a zero-width projection, without those calls (bench/prune_profile.py).
 """
 
 from __future__ import annotations
@@ -68,11 +70,20 @@ class PrunedDistilBertConfig(DistilBertConfig):
         self.hidden_dim_per_layer = _per_layer(hidden_dim_per_layer, n, self.hidden_dim, "hidden_dim_per_layer")
 
 
-class HeadlessSelfAttention(nn.Module):
-    """Self-attention of a layer whose heads were all pruned: an empty context (the output projection adds its bias)."""
+class HeadlessBertAttention(nn.Module):
+    """BertAttention of a layer whose heads were all pruned: `LayerNorm(x + dropout(bias))` of the kept
+    `output` module (BertSelfOutput with a zero-width dense), skipping the empty self-attention and projection.
+    Its weights keep their names (`attention.output.dense.bias`, `attention.output.LayerNorm.*`)."""
+
+    def __init__(self, output: nn.Module):
+        super().__init__()
+        self.output = output
 
     def forward(self, hidden_states, *args, **kwargs):
-        return hidden_states.new_zeros(*hidden_states.shape[:-1], 0), None
+        out = self.output
+        if out.dense.bias is not None:
+            hidden_states = hidden_states + out.dropout(out.dense.bias.expand_as(hidden_states))
+        return out.LayerNorm(hidden_states), None
 
 
 class HeadlessDistilBertAttention(nn.Module):
@@ -83,7 +94,8 @@ class HeadlessDistilBertAttention(nn.Module):
         self.out_lin = _linear(0, dim, nn.Linear(1, dim))
 
     def forward(self, hidden_states, *args, **kwargs):
-        return self.out_lin(hidden_states.new_zeros(*hidden_states.shape[:-1], 0)), None
+        bias = self.out_lin.bias
+        return (hidden_states.new_zeros(hidden_states.shape) if bias is None else bias.expand_as(hidden_states)), None
 
 
 def _linear(in_features: int, out_features: int, like: nn.Linear) -> nn.Linear:
@@ -97,14 +109,14 @@ def resize_bert_layers(layers, hidden: int, head_size: int, heads: list[int], ff
     """Give each BertLayer `heads[i]` heads of `head_size` dims and `ffn[i]` FFN neurons (fresh Linear modules)."""
     for layer, h, f in zip(layers, heads, ffn):
         att, width = layer.attention.self, h * head_size
+        layer.attention.output.dense = _linear(width, hidden, layer.attention.output.dense)
         if h == 0:
-            layer.attention.self = HeadlessSelfAttention()
+            layer.attention = HeadlessBertAttention(layer.attention.output)
         else:
             for name in ("query", "key", "value"):
                 setattr(att, name, _linear(hidden, width, getattr(att, name)))
             att.num_attention_heads, att.attention_head_size, att.all_head_size = h, head_size, width
             att.scaling = head_size ** -0.5
-        layer.attention.output.dense = _linear(width, hidden, layer.attention.output.dense)
         layer.intermediate.dense = _linear(hidden, f, layer.intermediate.dense)
         layer.output.dense = _linear(f, hidden, layer.output.dense)
 
