@@ -85,6 +85,8 @@ LABEL_NAMES = {"cola": ("unacceptable", "acceptable"), "sst2": ("negative", "pos
                "wnli": ("not_entailment", "entailment")}
 
 _HUB_SPLITS = {"train": "train", "dev": "validation", "dev_mismatched": "validation_mismatched", "test": "test"}
+#: MNLI's splits in `nyu-mll/glue`: two dev and two test sets, no plain `validation`/`test`.
+_HUB_SPLITS_MNLI = {**_HUB_SPLITS, "dev": "validation_matched", "test": "test_matched"}
 
 
 def get_task(name: str) -> Task:
@@ -168,10 +170,11 @@ def _to_dataset(cols: dict[str, list], task: Task):
 def _hub_split(task: Task, hub_dataset: str, split: str):
     import datasets
 
+    name = (_HUB_SPLITS_MNLI if task.name == "mnli" else _HUB_SPLITS)[split]
     try:
-        ds = datasets.load_dataset(hub_dataset, task.name, split=_HUB_SPLITS[split])
+        ds = datasets.load_dataset(hub_dataset, task.name, split=name)
     except Exception as e:  # network, missing config…: one line naming what failed
-        raise DataError(f"hub_dataset {hub_dataset!r} ({task.name}/{_HUB_SPLITS[split]}): "
+        raise DataError(f"hub_dataset {hub_dataset!r} ({task.name}/{name}): "
                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     cols = {"idx": list(range(len(ds))),
             "sentence1": ds[task.hub_text[0]],

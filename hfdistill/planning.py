@@ -80,7 +80,8 @@ class Plan:
                 "rough": "times are rough (one measured cost per token and layer; see hfdistill.planning)"}
 
     def lines(self) -> list[str]:
-        out = [f"{self.recipe}: {len(self.stages)} models → {self.run_dir} ({self.processes} process"
+        out = [f"{self.recipe}: {len(self.stages)} model{'' if len(self.stages) == 1 else 's'} → {self.run_dir} "
+               f"({self.processes} process"
                f"{'' if self.processes == 1 else 'es'}; teacher-cache budget {human_bytes(self.budget_bytes)}, "
                f"{self.budget_source})"]
         if self.variants:
@@ -94,7 +95,8 @@ class Plan:
                 if s.budget_fallback:
                     cache += " → over budget: hidden states online"
             repo = f"; → {s.repo_id}" if s.repo_id else ""
-            out.append(f"  [{s.task}] {s.stage} ({s.kind} from {s.parent}, {s.layers} layers): {steps}{cache}; "
+            layers = f"{s.layers} layer{'' if s.layers == 1 else 's'}"
+            out.append(f"  [{s.task}] {s.stage} ({s.kind} from {s.parent}, {layers}): {steps}{cache}; "
                        f"~{_duration(s.seconds)}{repo}")
             out += [f"      {n}" for n in s.notes]
         out.append(f"total: ~{_duration(self.seconds)} (rough: one measured CPU cost per token and layer), teacher "
@@ -264,7 +266,7 @@ def plan(recipe: Recipe | str | Path, processes: Optional[int] = None) -> Plan:
     return Plan(recipe=recipe.name, run_dir=str(run_dir), processes=processes, budget_bytes=budget,
                 budget_source="cache_budget_gb" if recipe.cache_budget_gb is not None else "half the free disk",
                 tokens_per_row=tokens_per_row, stages=stages,
-                variants=[v.name for v in recipe.variants] if recipe.sweep else [])
+                variants=[v.name for v in recipe.variants] if getattr(recipe, "sweep", None) else [])
 
 
 def _steps(rows: Optional[int], args: TrainingArgs, processes: int, notes: list[str], cfg: Any) -> Optional[int]:

@@ -289,3 +289,33 @@ def test_plan_predicts_the_runs_steps_cache_sizes_fallback_and_repos(scale_run, 
     assert [s["steps"] for s in data["stages"]] == [2, 1, 3]  # per process: ceil(ceil(6/4)/2) batches
     assert [s["budget_fallback"] for s in data["stages"]] == [None, False, False]
     assert not list(Path(recipe["output_dir"]).parent.glob("runs"))  # planning wrote nothing
+
+
+def test_mnli_and_qqp_load_through_hub_dataset_in_nyu_mll_glue_layout(tmp_path):
+    """`hub_dataset:` with nyu-mll/glue's configs and split names (MNLI: validation_matched/_mismatched,
+    test_matched; no plain `validation`), here a local folder that `datasets.load_dataset` reads the same way."""
+    splits = {"mnli": ("train", "validation_matched", "validation_mismatched", "test_matched"),
+              "qqp": ("train", "validation", "test")}
+    cols = {"mnli": ("premise", "hypothesis"), "qqp": ("question1", "question2")}
+    readme = ["---", "configs:"]
+    for task, names in splits.items():
+        readme += [f"- config_name: {task}", "  data_files:"]
+        for split in names:
+            readme += [f"  - split: {split}", f"    path: {task}/{split}.jsonl"]
+            (tmp_path / task).mkdir(exist_ok=True)
+            rows = [{cols[task][0]: f"{split} first {i}", cols[task][1]: f"second {i}",
+                     "label": -1 if split.startswith("test") else i % (3 if task == "mnli" else 2), "idx": i}
+                    for i in range(5 if split == "train" else 3)]
+            (tmp_path / task / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "README.md").write_text("\n".join(readme + ["---", ""]))
+
+    mnli = glue.load_task("mnli", hub_dataset=str(tmp_path))
+    assert list(mnli.dev["sentence1"]) == [f"validation_matched first {i}" for i in range(3)]
+    assert list(mnli.dev["label"]) == [0, 1, 2] and len(mnli.train) == 5
+    assert list(mnli.extra_dev["dev_mismatched"]["sentence1"])[0] == "validation_mismatched first 0"
+    assert list(mnli.test["label"]) == [-1, -1, -1] and mnli.source == f"hub:{tmp_path}"
+    qqp = glue.load_task("qqp", hub_dataset=str(tmp_path))
+    assert list(qqp.dev["sentence2"]) == ["second 0", "second 1", "second 2"] and list(qqp.dev["label"]) == [0, 1, 0]
+    m = glue.compute_metrics("mnli", np.array([0, 1, 1]), np.array(mnli.dev["label"]),
+                             mismatched=(np.array([0, 0, 0]), np.array(mnli.extra_dev["dev_mismatched"]["label"])))
+    assert m == {"accuracy": 2 / 3, "accuracy_mismatched": 1 / 3}

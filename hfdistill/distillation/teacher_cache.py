@@ -242,11 +242,12 @@ def main_decides(value: Any, accelerator: Any) -> Any:
 
 
 def _flat_column(dataset: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A list column of a `datasets.Dataset` as (all values in one int64 array, offsets [N+1] from 0)."""
+    """A list column of a `datasets.Dataset` as (all values in one array of the column's own integer type, e.g.
+    int8 for attention masks; offsets [N+1] from 0)."""
     if getattr(dataset, "_indices", None) is not None:
         dataset = dataset.flatten_indices()
     col = dataset.data.column(name).combine_chunks()
-    values = col.flatten().to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    values = col.flatten().to_numpy(zero_copy_only=False)
     offsets = col.offsets.to_numpy().astype(np.int64)
     return values, offsets - offsets[0]
 
@@ -302,12 +303,11 @@ def _compute(teacher_dir: Path, dataset: Any, max_seq_length: int, layers: list[
         width = int(lengths[idx].max())
         batch = {}
         for name in names:
-            fill = pad_id if name == "input_ids" else 0
-            t = torch.full((len(idx), width), fill, dtype=torch.long)
+            t = np.full((len(idx), width), pad_id if name == "input_ids" else 0, dtype=np.int64)
             values = cols[name][0]
             for b, i in enumerate(idx):
-                t[b, :lengths[i]] = torch.from_numpy(values[offsets[i]:offsets[i + 1]])
-            batch[name] = t.to(device)
+                t[b, :lengths[i]] = values[offsets[i]:offsets[i + 1]]
+            batch[name] = torch.from_numpy(t).to(device)
         with autocast():
             out = teacher(**batch, output_hidden_states=bool(layers))
         logits[idx] = out.logits.float().cpu().numpy()
