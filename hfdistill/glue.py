@@ -8,11 +8,12 @@ Files are read with quoting disabled: GLUE files contain stray quotes that a CSV
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -103,23 +104,35 @@ def _rows(path: Path) -> list[list[str]]:
         return [row for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if row]
 
 
+def _stream_rows(path: Path) -> Iterator[list[str]]:
+    with open(path, encoding="utf-8-sig", newline="") as f:  # MRPC files start with a BOM
+        yield from (row for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if row)
+
+
 def read_split(task: Task, glue_dir: Path, split: str) -> dict[str, list]:
-    """Read one split of a task from the original GLUE layout into columns; DataError names file and line."""
+    """Read one split of a task from the original GLUE layout into columns; DataError names file and line.
+
+    The file is read row by row, keeping only the text and label columns (MNLI's train.tsv holds 12 columns of
+    parses and annotator labels per row)."""
     path = Path(glue_dir) / task.folder / task.splits[split]
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        rows = _rows(path)
+        return _columns(task, path, split, _stream_rows(path))
     except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path}: cannot read as UTF-8 TSV ({e})") from None
-    if not rows:
+
+
+def _columns(task: Task, path: Path, split: str, rows: Iterator[list[str]]) -> dict[str, list]:
+    first = next(rows, None)
+    if first is None:
         raise DataError(f"{path}: empty file")
     labeled = split != "test"
     if task.name == "cola" and labeled:  # no header: source, label, original label, sentence
-        body, first_line = rows, 1
+        body, first_line = itertools.chain([first], rows), 1
         text_idx, label_idx, width = [3], 1, 4
     else:
-        header, body, first_line = rows[0], rows[1:], 2
+        header, body, first_line = first, rows, 2
         try:
             text_idx = [header.index(c) for c in task.text]
             label_idx = header.index(task.label) if labeled else None
