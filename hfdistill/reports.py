@@ -196,6 +196,11 @@ def targets(record: dict[str, Any]) -> list[dict[str, Any]]:
         for r in found:
             line: dict[str, Any] = {"row": tgt["row"], "model": r["model"], "parent": r["parent"],
                                     "tasks": r["tasks_scored"], "all_tasks": r["tasks_scored"] == n_tasks}
+            # a retention against a reference no better than the majority class does not measure compression
+            ref = next((m for m in record["models"] if m["model"] == (r["parent"] if tgt["of"] == "parent"
+                                                                      else next(iter(record["teacher"].values()))
+                                                                      )), None)
+            line["reference_at_baseline"] = ref["below_baseline"] if ref else []
             ret = r.get(f"retention_vs_{tgt['of']}")
             line["retention"] = {"value": ret, "target": tgt["retention"], "of": tgt["of"],
                                  "met": None if ret is None else ret >= tgt["retention"]}
@@ -333,6 +338,9 @@ def render(record: dict[str, Any], plots: bool = True) -> str:
             continue
         ret = line["retention"]
         ret_s = (f"{_pct(ret['value'])} of {ret['of']} (≥ {100 * ret['target']:.0f} %): {_verdict(ret['met'])}")
+        if line.get("reference_at_baseline"):
+            ret_s += (f" — not meaningful: the {ret['of']} is not clearly above the majority class on "
+                      f"{', '.join(t.upper() for t in line['reference_at_baseline'])}")
         sp = line["speedup"]
         if "target" in sp:
             sp_s = ("not measured" if sp["value"] is None else
