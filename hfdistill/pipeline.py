@@ -141,7 +141,9 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
             work_dir = run_dir / ".work" / cfg.name / task_name
             ctx = StageContext(recipe=recipe, task=task_name, data=data, accelerator=accelerator, run_dir=run_dir,
                                cache_dir=run_dir / ".cache", work_dir=work_dir, seed=recipe.seed,
-                               stage_folders=dict(folders))
+                               stage_folders=dict(folders),
+                               siblings=tuple(other.for_task(task_name) for j, other in enumerate(recipe.stages)
+                                              if j != i and recipe.parent_of(j) == parent_name))
             tmp = tmp_path_for(out)
             if main:
                 shutil.rmtree(tmp, ignore_errors=True)

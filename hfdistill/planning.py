@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hfdistill import glue
-from hfdistill.distillation.student import cosine_pairs, default_layers
+from hfdistill.distillation.student import cosine_pairs, default_layers, select_layers
 from hfdistill.distillation.teacher_cache import (CacheEstimate, cache_budget_bytes, estimate, human_bytes,
                                                   mean_tokens)
 from hfdistill.distillation.text import SPLIT_WORDS, load_text
 from hfdistill.errors import ModelError
 from hfdistill.recipe import Recipe, load_recipe
 from hfdistill.schema import EMBEDDED
-from hfdistill.stages.distill import training_texts
+from hfdistill.stages.distill import shared_cache_layers, training_texts
 from hfdistill.training import TrainingArgs
 
 SAMPLE_ROWS = 1000
@@ -173,6 +173,7 @@ def plan(recipe: Recipe | str | Path, processes: Optional[int] = None) -> Plan:
         dev_tok, _ = mean_tokens(data.dev, tokenizer, recipe.max_seq_length, SAMPLE_ROWS, recipe.seed)
         dev_rows = len(data.dev) + sum(len(d) for d in data.extra_dev.values())
         # per model: (layers, hidden size, cost scale: what pruning left of each layer's work)
+        cache_written: dict[tuple, str] = {}  # (parent, unlabeled, stored layers) → the stage whose pass writes it
         shapes: dict[Optional[str], tuple[int, int, float]] = {
             None: (int(base_cfg.get("num_hidden_layers") or 0), int(base_cfg.get("hidden_size") or 0), 1.0)}
         for i, cfg in enumerate(recipe.stages):
@@ -183,6 +184,7 @@ def plan(recipe: Recipe | str | Path, processes: Optional[int] = None) -> Plan:
             seconds = 0.0
             cache: Optional[CacheEstimate] = None
             fallback = None
+            shared_with: Optional[str] = None  # the sibling stage whose teacher-cache entry this one reads
 
             def train_cost(steps: Optional[int], layers: float, tokens: float = tok) -> float:
                 batch = args.batch_size * args.gradient_accumulation_steps
@@ -194,7 +196,8 @@ def plan(recipe: Recipe | str | Path, processes: Optional[int] = None) -> Plan:
                 else:
                     n_out = len(cfg.layers) if cfg.layers else cfg.num_layers or len(default_layers(n_parent))
                 out_scale = 1.0
-                kept = cfg.layers or default_layers(n_parent)[:n_out]
+                kept = (select_layers(n_parent, cfg.layers, cfg.num_layers) if not cfg.student_from
+                        else default_layers(n_parent)[:n_out])
                 pairs = cosine_pairs(kept, n_parent, cfg.cos_layers) if cfg.alpha_cos > 0 else []
                 if cfg.objective == "mlm":  # the teacher runs in the loop (no cache)
                     texts = _mlm_texts(cfg, data)
@@ -204,9 +207,16 @@ def plan(recipe: Recipe | str | Path, processes: Optional[int] = None) -> Plan:
                 else:
                     texts = training_texts(data, cfg.unlabeled)
                     rows = len(texts)
-                    stored = sorted({t for _, t in pairs}) if cfg.cache_hidden else []
+                    own = sorted({t for _, t in pairs}) if cfg.cache_hidden else []
+                    siblings = [other.for_task(task_name) for j, other in enumerate(recipe.stages)
+                                if j != i and recipe.parent_of(j) == parent]
+                    stored = shared_cache_layers(cfg, siblings, n_parent, own) if own else []
                     cache = _estimate(base, texts, recipe.max_seq_length, hidden, stored, task.num_labels,
                                       tokenizer, recipe.seed)
+                    if stored != own and cache.bytes > budget:  # the run falls back to this stage's layers
+                        stored = own
+                        cache = _estimate(base, texts, recipe.max_seq_length, hidden, stored, task.num_labels,
+                                          tokenizer, recipe.seed)
                     fallback = bool(stored) and cache.bytes > budget
                     if fallback:
                         notes.append(f"the teacher cache with hidden states ({human_bytes(cache.bytes)}) exceeds the "
@@ -215,7 +225,13 @@ def plan(recipe: Recipe | str | Path, processes: Optional[int] = None) -> Plan:
                                           tokenizer, recipe.seed)
                     steps = _steps(rows, args, processes, notes, cfg)
                     online = n_parent * scale if pairs and not stored or fallback else 0
-                    seconds += _cost(rows / processes * cache.tokens_per_row, n_parent * scale, hidden)  # teacher
+                    entry = (parent, tuple(cfg.unlabeled), tuple(stored) if not fallback else ())
+                    if entry in cache_written:  # an earlier sibling's teacher pass wrote it: read, not recomputed
+                        shared_with = cache_written[entry]
+                        notes.append(f"teacher cache shared with {shared_with} (no second teacher pass)")
+                    else:
+                        cache_written[entry] = cfg.name
+                        seconds += _cost(rows / processes * cache.tokens_per_row, n_parent * scale, hidden)
                     seconds += train_cost(steps, n_out * TRAIN_FACTOR + online, cache.tokens_per_row)
             elif cfg.kind == "prune":
                 frac = cfg.sparsity
@@ -260,8 +276,8 @@ def plan(recipe: Recipe | str | Path, processes: Optional[int] = None) -> Plan:
                 task=task_name, stage=cfg.name, kind=cfg.kind, parent=parent or "model", layers=n_out,
                 hidden_size=hidden, train_rows=rows if args is not None else None,
                 steps=steps if args is not None else None,
-                teacher_cache_bytes=cache.bytes if cache is not None else None,
-                teacher_cache_hidden_layers=cache.hidden_layers if cache is not None else 0,
+                teacher_cache_bytes=cache.bytes if cache is not None and not shared_with else None,
+                teacher_cache_hidden_layers=cache.hidden_layers if cache is not None and not shared_with else 0,
                 budget_fallback=fallback, seconds=round(seconds, 3), repo_id=repo, notes=notes))
     return Plan(recipe=recipe.name, run_dir=str(run_dir), processes=processes, budget_bytes=budget,
                 budget_source="cache_budget_gb" if recipe.cache_budget_gb is not None else "half the free disk",

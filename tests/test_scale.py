@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -168,6 +169,9 @@ def test_over_budget_distill_says_so_and_computes_teacher_hidden_states_online(s
 def test_within_budget_distill_caches_hidden_states_and_the_estimate_holds(scale_run):
     recipe, out = scale_run
     assert "student-last: teacher cache ≈ " in out and "student-last: the teacher cache exceeds" not in out
+    # its sibling `student` aligns teacher layers [1, 3]: the shared entry would not fit, so only its own [3]
+    assert re.search(r"student-last: a shared teacher cache for every sibling student's layers \[1, 3\] "
+                     r"\(≈ 1\d\.\d kB\) exceeds the budget: caching this stage's layers only", out), out
     facts = _lineage(recipe, "student-last")["info"]["teacher_cache"]
     assert facts["hidden"] is True and facts["budget_fallback"] is False
     entry = Path(recipe["output_dir"]) / ".cache" / "teacher" / facts["key"]

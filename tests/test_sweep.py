@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import hfdistill
@@ -182,3 +183,54 @@ def test_tracker_checks_variants_in_the_listed_order(tiny_bert, tmp_path):
         ("teacher", "student-l2", "pruned-l2-s0.5", "quant-l2-s0.5")]
     for s in ("teacher", "student-l1", "pruned-l1-s0.5"):
         assert t.done(s, tmp_path / "missing") is None and t.checked == 0
+
+
+def test_students_of_different_depths_share_one_teacher_pass_and_train_as_if_alone(tiny_bert, tmp_path):
+    """`cos_layers: matched` students keeping teacher layer [1] and layers [0, 1] align different teacher hidden
+    states ([2] and [1, 2]): the first student's teacher pass stores the union, the second reads it (no second
+    pass), and each trains exactly as it does on its own (its L_cos reads its own layer out of the union)."""
+    from safetensors.torch import load_file
+
+    stages = _recipe(tiny_bert, tmp_path, {})["stages"][:2]
+    stages[1] = {**stages[1], "cos_layers": "matched"}
+    sweep_dir, alone_dir = tmp_path / "sweep", tmp_path / "alone"
+    hfdistill.run(parse_recipe(_recipe(tiny_bert, sweep_dir, {"student.layers": [[1], [0, 1]]}, stages=stages),
+                               tmp_path), publish=False)
+    entries = [json.loads(p.read_text()) for p in (sweep_dir / ".cache" / "teacher").glob("*/meta.json")]
+    assert [e["hidden_layers"] for e in entries] == [[1, 2]]  # one teacher pass: the union of both students' layers
+    caches = {n: json.loads((sweep_dir / n / "stsb" / "lineage.json").read_text())["info"]["teacher_cache"]
+              for n in ("student-l1", "student-l0_1")}
+    assert caches["student-l1"]["reused"] is False and caches["student-l0_1"]["reused"] is True
+    assert caches["student-l1"]["key"] == caches["student-l0_1"]["key"]
+
+    alone = {**_recipe(tiny_bert, alone_dir, {}, stages=[stages[0], {**stages[1], "layers": [1]}])}
+    del alone["sweep"]
+    hfdistill.run(parse_recipe(alone, tmp_path), publish=False)
+    assert [json.loads(p.read_text())["hidden_layers"]
+            for p in (alone_dir / ".cache" / "teacher").glob("*/meta.json")] == [[2]]
+    got = load_file(sweep_dir / "student-l1" / "stsb" / "model.safetensors")
+    ref = load_file(alone_dir / "student" / "stsb" / "model.safetensors")
+    assert got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref)  # the same layers aligned
+
+
+def test_a_cache_entry_serves_any_subset_of_its_layers_and_nothing_else(tiny_bert, tmp_path):
+    from hfdistill.distillation.teacher_cache import cache_key, find_entry
+
+    def entry(layers, precision="no", teacher="t"):
+        path = tmp_path / "teacher" / cache_key(teacher, "d", 32, layers, precision)
+        path.mkdir(parents=True)
+        (path / "meta.json").write_text(json.dumps({"version": 2, "teacher_hash": teacher, "data_hash": "d",
+                                                    "max_seq_length": 32, "hidden_layers": layers,
+                                                    "precision": precision}))
+        return path
+
+    wide, narrow = entry([1, 2, 3, 4]), entry([2, 3])
+    entry([1], precision="bf16")
+    entry([1], teacher="other")
+    assert find_entry(tmp_path, "t", "d", 32, [2, 3]) == narrow      # its own key
+    assert find_entry(tmp_path, "t", "d", 32, [3]) == narrow         # the smallest entry holding the layers
+    assert find_entry(tmp_path, "t", "d", 32, [1, 4]) == wide
+    assert find_entry(tmp_path, "t", "d", 32, []) == narrow          # logits only: any entry of these inputs
+    assert find_entry(tmp_path, "t", "d", 32, [5]) is None
+    assert find_entry(tmp_path, "t", "d", 64, [2]) is None           # another length, precision or teacher: none
+    assert find_entry(tmp_path, "t", "d", 32, [2], precision="bf16") is None

@@ -2,7 +2,9 @@
 
 An entry is keyed by the teacher's content hash (config, weights, tokenizer), the data hash (the texts, in order),
 `max_seq_length`, the hidden-state layers stored and the precision the teacher ran in; change any of them and the
-key changes, so a stale entry is never read. An entry is a folder `cache_dir/teacher/<key>/`:
+key changes, so a stale entry is never read. A request for some hidden layers is also served by a complete entry of
+the same teacher, data, length and precision that stores more (`find_entry`): the distill stage asks for the union
+of the layers its sibling students align, so one teacher pass per task serves a whole sweep. An entry is a folder `cache_dir/teacher/<key>/`:
 
     logits.npy   [N, C] float32       the teacher's logits (T=1, eval mode)
     offsets.npy  [N+1] int64          example i's tokens are rows offsets[i]:offsets[i+1] of hidden.npy
@@ -176,6 +178,36 @@ def entry_path(teacher_dir: Path, dataset: Any, max_seq_length: int, cache_dir: 
 
 def is_complete(entry: Path) -> bool:
     return (Path(entry) / "meta.json").is_file()
+
+
+def find_entry(cache_dir: Path, teacher_hash: str, dhash: str, max_seq_length: int, layers: Sequence[int],
+               precision: str = "no") -> Optional[Path]:
+    """A complete entry that holds these outputs, or None: the key's own entry, else the smallest entry of the same
+    teacher, data, length and precision whose hidden states include `layers` (one a sibling stage wrote for the
+    union of the layers a sweep's students align, so one teacher pass serves them all)."""
+    exact = Path(cache_dir) / "teacher" / cache_key(teacher_hash, dhash, max_seq_length, layers, precision)
+    if is_complete(exact):
+        return exact
+    found: list[tuple[int, str, Path]] = []
+    for meta_file in (Path(cache_dir) / "teacher").glob("*/meta.json"):
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, ValueError):
+            continue
+        stored = [int(i) for i in meta.get("hidden_layers") or []]
+        if (meta.get("version") == CACHE_VERSION and meta.get("teacher_hash") == teacher_hash
+                and meta.get("data_hash") == dhash and meta.get("max_seq_length") == int(max_seq_length)
+                and meta.get("precision", "no") == precision and set(layers) <= set(stored)):
+            found.append((len(stored), meta_file.parent.name, meta_file.parent))
+    return min(found)[2] if found else None
+
+
+def existing_entry(teacher_dir: Path, dataset: Any, max_seq_length: int, cache_dir: Path,
+                   with_hidden: Union[bool, Sequence[int]] = False, accelerator: Any = None) -> Optional[Path]:
+    """The complete entry `teacher_outputs` would read for these inputs (see `find_entry`), or None."""
+    layers = _resolve_layers(with_hidden, _num_layers(Path(teacher_dir)))
+    return find_entry(cache_dir, folder_hash(Path(teacher_dir)), data_hash(dataset), max_seq_length, layers,
+                      _precision(accelerator))
 
 
 def estimate(teacher_dir: Path, dataset: Any, max_seq_length: int, with_hidden: Union[bool, Sequence[int]] = False,
@@ -360,14 +392,16 @@ def teacher_outputs(teacher_dir: Path, dataset: Any, max_seq_length: int, cache_
             "max_seq_length": int(max_seq_length), "hidden_layers": layers, "precision": precision,
             "num_examples": len(dataset)}
     main = accelerator is None or accelerator.is_main_process
+    found = find_entry(cache_dir, thash, dhash, max_seq_length, layers, precision) if main else None
+    found = main_decides(None if found is None else str(found), accelerator)
+    entry = Path(found) if found is not None else entry
     if main and note_in is not None:
-        _note(Path(note_in), key)
-    computed = main_decides(not is_complete(entry), accelerator)
-    if computed:
+        _note(Path(note_in), entry.name)
+    if found is None:
         _compute(teacher_dir, dataset, max_seq_length, layers, entry, meta, batch_size, accelerator)
     if not is_complete(entry):
         raise RuntimeError(f"teacher cache entry {entry} missing after it was computed")
-    return _load(entry, not computed)
+    return _load(entry, found is not None)
 
 
 def _note(work_dir: Path, key: str) -> None:

@@ -95,6 +95,7 @@ class StageContext:
     work_dir: Path                  # this stage+task's scratch (checkpoints, resumable): output_dir/.work/<stage>/<task>
     seed: int = 42
     stage_folders: dict[str, Path] = field(default_factory=dict)  # finished folders of earlier stages (this task)
+    siblings: tuple = ()            # configs (per_task applied) of the run's other stages with the same parent
     mixed_precision: Optional[str] = None  # set by every training loop (training.train): recorded in lineage.json
 
     @property

@@ -24,6 +24,7 @@ at initialisation, and which folds the type-0 vector into its embeddings. bench/
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -33,10 +34,10 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from hfdistill import glue
 from hfdistill.errors import DataError, ModelError
 from hfdistill.distillation.student import (STUDENT_INPUT_NAMES, build_student, cosine_pairs, default_layers,
-                                            load_teacher, save_student_tokenizer, student_input_names)
+                                            load_teacher, save_student_tokenizer, select_layers, student_input_names)
 from hfdistill.distillation.text import (check_text_source, load_text, masked_lm_data, read_text_lines,  # noqa: F401
                                          resolve_recipe_path)
-from hfdistill.distillation.teacher_cache import (cache_budget_bytes, entry_path, estimate, human_bytes, is_complete,
+from hfdistill.distillation.teacher_cache import (cache_budget_bytes, estimate, existing_entry, human_bytes,
                                                   main_decides, teacher_outputs)
 from hfdistill.folder import ModelFolder, read_json
 from hfdistill.losses import LossWeights, mlm_distillation_loss, task_distillation_loss
@@ -202,6 +203,25 @@ class DistillConfig(StageConfig, TrainingArgs):
     def loss_weights(self) -> LossWeights:
         return LossWeights(self.temperature, self.alpha_ce, self.alpha_hard, self.alpha_mlm, self.alpha_cos)
 
+    def cached_teacher_layers(self, num_teacher_layers: int) -> list[int]:
+        """The teacher hidden states (0 = embedding output) this stage stores in the teacher cache for L_cos, known
+        from the recipe alone; [] when it stores none or its layers come from another stage (`student_from`)."""
+        if self.objective != "task" or self.student_from is not None or self.alpha_cos <= 0 or not self.cache_hidden:
+            return []
+        kept = select_layers(num_teacher_layers, self.layers, self.num_layers)
+        return sorted({t for _, t in cosine_pairs(kept, num_teacher_layers, self.cos_layers)})
+
+
+def shared_cache_layers(cfg: DistillConfig, siblings: Any, num_teacher_layers: int, own: list[int]) -> list[int]:
+    """`own` (the teacher layers this stage aligns) joined with those of its sibling students: the task-objective
+    distill stages of the same parent over the same text, whose cache entry would otherwise be a second teacher
+    pass over the same rows (a sweep over student layers)."""
+    union = set(own)
+    for other in siblings:
+        if isinstance(other, DistillConfig) and other.unlabeled == cfg.unlabeled:
+            union.update(other.cached_teacher_layers(num_teacher_layers))
+    return sorted(union)
+
 
 # ---------------------------------------------------------------------------------------------------- data
 def _unlabeled_rows(items: list[str], data: glue.TaskData) -> dict[str, list]:
@@ -330,11 +350,21 @@ def _run_task(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: P
     cache_hidden = bool(pairs) and cfg.cache_hidden
 
     texts = training_texts(ctx.data, cfg.unlabeled)
-    budget = _cache_budget(cfg, parent, texts, teacher_idx if cache_hidden else [], ctx)
+    # The cache stores the union of the layers this stage and its sibling students (same parent and text) align:
+    # one teacher pass per task for a whole sweep; when the union does not fit the budget, only this stage's.
+    stored = shared_cache_layers(cfg, ctx.siblings, n_teacher, teacher_idx) if cache_hidden else []
+    budget = _cache_budget(cfg, parent, texts, stored, ctx, say=stored == teacher_idx)
+    if not budget["fits"] and stored != teacher_idx:
+        ctx.log(f"{cfg.name}: a shared teacher cache for every sibling student's layers {stored} "
+                f"(≈ {human_bytes(budget['estimate_bytes'])}) exceeds the budget: caching this stage's layers only")
+        stored = teacher_idx
+        budget = _cache_budget(cfg, parent, texts, stored, ctx)
     cache_hidden = budget.pop("fits") and cache_hidden
+    cache_started = time.time()
     cache = teacher_outputs(parent.path, texts, max_len, ctx.cache_dir,
-                            with_hidden=teacher_idx if cache_hidden else False,
+                            with_hidden=stored if cache_hidden else False,
                             batch_size=cfg.teacher_batch_size, accelerator=ctx.accelerator, note_in=ctx.work_dir)
+    cache_seconds = time.time() - cache_started
     ctx.log(f"{cfg.name}: teacher outputs for {len(texts)} examples "
             f"{'read from' if cache.from_cache else 'written to'} {cache.path}")
     if not (pairs and not cache_hidden):
@@ -344,7 +374,7 @@ def _run_task(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: P
     encoded = glue.encode(texts, tokenizer, max_len, keep_idx=True)
     keep = ("input_ids", "attention_mask", "labels", "idx") + (("token_type_ids",) if with_types else ())
     encoded = encoded.remove_columns([c for c in encoded.column_names if c not in keep])
-    slots = [teacher_idx.index(t) for _, t in pairs] if cache_hidden else None
+    slots = [cache.hidden_layers.index(t) for _, t in pairs] if cache_hidden else None
     collate = TaskCollator(tokenizer.pad_token_id or 0, cache, task.is_regression, slots, with_types)
     weights = cfg.loss_weights()
     student_idx = [s for s, _ in pairs]
@@ -381,27 +411,30 @@ def _run_task(cfg: DistillConfig, parent: ModelFolder, ctx: StageContext, out: P
                   "cos_pairs": pairs, "train_examples": len(ctx.data.train),
                   "unlabeled_examples": len(texts) - len(ctx.data.train),
                   "teacher_cache": {"key": cache.path.name, "reused": cache.from_cache,
-                                    "hidden": cache_hidden, **budget},
+                                    "hidden": cache_hidden, "hidden_layers": cache.hidden_layers,
+                                    "seconds": round(cache_seconds, 1), **budget},
                   "steps": result.steps, "train_loss": round(result.loss, 5),
                   "train_seconds": round(result.seconds, 1), "resumed_from_step": result.resumed_from})
     return facts
 
 
 def _cache_budget(cfg: DistillConfig, parent: ModelFolder, texts: Any, layers: list[int],
-                  ctx: StageContext) -> dict[str, Any]:
+                  ctx: StageContext, say: bool = True) -> dict[str, Any]:
     """Before any work: the teacher cache's size on disk (one line), and whether its hidden states fit the recipe's
     `cache_budget_gb` (default half the free disk); when they do not, say so in one line: they are computed
-    online during training instead (the teacher runs in the loop, no gradients; the logits are still cached)."""
+    online during training instead (the teacher runs in the loop, no gradients; the logits are still cached).
+    `say=False`: no line when they do not fit (the caller tries a smaller set of layers)."""
     max_len = ctx.recipe.max_seq_length
-    if layers and is_complete(entry_path(parent.path, texts, max_len, ctx.cache_dir, layers, ctx.accelerator)):
+    if layers and existing_entry(parent.path, texts, max_len, ctx.cache_dir, layers, ctx.accelerator):
         return {"fits": True}  # already on disk: nothing to write
     est = estimate(parent.path, texts, max_len, layers, num_labels=ctx.data.task.num_labels)
     budget_gb = getattr(ctx.recipe, "cache_budget_gb", None)
     budget = main_decides(cache_budget_bytes(ctx.cache_dir, budget_gb), ctx.accelerator)
     fits = est.bytes <= budget or not layers
     where = "cache_budget_gb" if budget_gb is not None else "half the free disk"
-    ctx.log(f"{cfg.name}: {est.line()}; budget {human_bytes(budget)} ({where})")
-    if not fits:
+    if say or fits:
+        ctx.log(f"{cfg.name}: {est.line()}; budget {human_bytes(budget)} ({where})")
+    if not fits and say:
         ctx.log(f"{cfg.name}: the teacher cache exceeds the budget: teacher hidden states are computed online "
                 f"during training instead (the teacher runs each step, no gradients; its logits are still cached)")
     return {"fits": fits, "estimate_bytes": est.bytes, "budget_bytes": budget, "budget_fallback": not fits}
