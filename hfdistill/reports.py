@@ -10,8 +10,9 @@ with the teacher. Everything is read from the models' `metrics.json` and `lineag
 - Table 3: params, weights on disk, CPU time for a full pass over the dev sets at batch size 1 (the recorded median
   per-example latency × dev examples) and the speed-up against the teacher, over the tasks whose latencies were
   measured under the same conditions (`evaluation.comparable`); figures measured on a busy machine are marked.
-- Table 4: the ablation file (`ablation.json`: {variant: {task: [score per seed]}}) when there is one, else "not
-  measured".
+- Table 4: the ablation file (`ablation.json`: {variant: {task: [score per seed]}}, written by bench/ablation.py)
+  when there is one, else "not measured": medians over seeds with their range, Δ of the macro against the first
+  variant with the range of the per-seed differences (a range that includes 0 is marked as noise).
 - Targets: the compression targets of the headline chain, measured on the models found by kind and lineage.
 """
 
@@ -368,24 +369,43 @@ def render(record: dict[str, Any], plots: bool = True) -> str:
 
 
 def _ablation_lines(ab: dict[str, Any]) -> list[str]:
+    """Medians over seeds with their range; Δ = macro of the medians minus the first variant's, with the range of
+    the per-seed differences (seed k of a variant against seed k of the first: same data order and masking)."""
     variants = ab["variants"]
     tasks = list(dict.fromkeys(t for v in variants.values() for t in v))
-    lines = [f"From `{ab['source']}`: mean ± standard deviation over seeds (n = seeds), scores ×100; Δ = macro "
-             f"minus the first variant's.", "",
+    lines = [f"From `{ab['source']}`: median over seeds [lowest–highest], scores ×100; Δ = macro minus the first "
+             f"variant's, with the range of the per-seed differences; ≈ 0 marks a Δ whose per-seed range includes 0 "
+             f"(not distinguishable from seed noise).", "",
              "| variant | " + " | ".join(t.upper() for t in tasks) + " | macro | Δ |", "|---|" + "---|" * len(tasks)
              + "---|---|"]
-    first = None
-    for name, per_task in variants.items():
+
+    def seed_macros(per_task: dict[str, list[float]]) -> list[float]:
+        n = min((len(per_task.get(t) or []) for t in tasks), default=0)
+        return [100 * statistics.fmean(per_task[t][k] for t in tasks) for k in range(n)]
+
+    names = list(variants)
+    ref_macro = ref_seeds = None
+    for name in names:
+        per_task = variants[name]
         cells = []
         for t in tasks:
             s = [100 * v for v in per_task.get(t) or []]
-            cells.append("–" if not s else f"{statistics.fmean(s):.1f}" +
-                         (f" ± {statistics.stdev(s):.1f}" if len(s) > 1 else "") + f" (n={len(s)})")
-        means = [statistics.fmean(per_task[t]) * 100 for t in tasks if per_task.get(t)]
-        macro = statistics.fmean(means) if len(means) == len(tasks) else None
-        if first is None:
-            first = macro
-        delta = "–" if macro is None or first is None or name == next(iter(variants)) else f"{macro - first:+.1f}"
+            cells.append("–" if not s else f"{statistics.median(s):.1f}" +
+                         (f" [{min(s):.1f}–{max(s):.1f}]" if len(s) > 1 else "") + f" (n={len(s)})")
+        medians = [statistics.median(per_task[t]) * 100 for t in tasks if per_task.get(t)]
+        macro = statistics.fmean(medians) if len(medians) == len(tasks) else None
+        seeds = seed_macros(per_task)
+        if name == names[0]:
+            ref_macro, ref_seeds = macro, seeds
+            delta = "–"
+        elif macro is None or ref_macro is None:
+            delta = "–"
+        else:
+            delta = f"{macro - ref_macro:+.1f}"
+            diffs = [a - b for a, b in zip(seeds, ref_seeds)]
+            if len(diffs) > 1:
+                delta += f" [{min(diffs):+.1f} to {max(diffs):+.1f}]" + (" ≈ 0" if min(diffs) <= 0 <= max(diffs)
+                                                                          else "")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {_num(macro)} | {delta} |")
     if isinstance(ab.get("meta"), dict) and ab["meta"].get("note"):
         lines += ["", str(ab["meta"]["note"])]

@@ -158,11 +158,14 @@ def test_table4_says_not_measured_without_ablation_data_and_shows_it_when_there(
     md = _md(run)
     assert "## Table 4 — ablation\n\nNot measured" in md
     ab = tmp_path / "ablation.json"
-    ab.write_text(json.dumps({"triple loss": {"sst2": [0.80, 0.82], "wnli": [0.50, 0.50]},
-                              "no L_cos": {"sst2": [0.79, 0.79], "wnli": [0.52, 0.48]}}))
+    ab.write_text(json.dumps({"triple loss": {"sst2": [0.80, 0.82, 0.81], "wnli": [0.50, 0.50, 0.52]},
+                              "no L_cos": {"sst2": [0.79, 0.79, 0.83], "wnli": [0.52, 0.48, 0.50]},
+                              "no L_ce": {"sst2": [0.70, 0.71, 0.75], "wnli": [0.50, 0.50, 0.50]}}))
     md = _md(run, ablation=ab)
-    assert "| triple loss | 81.0 ± 1.4 (n=2) | 50.0 ± 0.0 (n=2) | 65.5 | – |" in md
-    assert "| no L_cos | 79.0 ± 0.0 (n=2) | 50.0 ± 2.8 (n=2) | 64.5 | -1.0 |" in md
+    # medians [range]; macro of the medians; Δ with the range of the per-seed (paired) macro differences
+    assert "| triple loss | 81.0 [80.0–82.0] (n=3) | 50.0 [50.0–52.0] (n=3) | 65.5 | – |" in md
+    assert "| no L_cos | 79.0 [79.0–83.0] (n=3) | 50.0 [48.0–52.0] (n=3) | 64.5 | -1.0 [-2.5 to +0.5] ≈ 0 |" in md
+    assert "| no L_ce | 71.0 [70.0–75.0] (n=3) | 50.0 [50.0–50.0] (n=3) | 60.5 | -5.0 [-5.5 to -4.0] |" in md
     assert "Not measured" not in md.split("## Table 4")[1].split("##")[0]
 
 
