@@ -1,6 +1,8 @@
 """Table 4 of the DistilBERT paper on this machine: which part of the triple loss matters (not a test).
 
     python bench/ablation.py                       # 3 seeds × SST-2, MRPC, CoLA; writes bench/ablation.json
+    python bench/ablation.py --seeds 2 --out /tmp/s2.json &      # or seeds in parallel processes, then
+    python bench/ablation.py --collect             # gather the finished run folders into bench/ablation.json
     hfdistill report runs/glue-chain --ablation bench/ablation.json     # Table 4 of the headline report
 
 Per seed, one run folder (runs/bench-ablation/s<seed>/) and one recipe, per task (the recipe's seed changes every
@@ -84,10 +86,11 @@ def main(a: argparse.Namespace) -> None:
         path = out.parent / f"s{seed}.yaml"
         path.write_text(yaml.safe_dump(recipe(a, seed, out), sort_keys=False, allow_unicode=True))
         start = time.time()
-        with open(a.work / "bench.log", "a") as fh:
-            subprocess.run([sys.executable, "-m", "hfdistill", "run", str(path), "--no-push"], check=True,
-                           stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
-                           env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
+        if not a.collect:
+            with open(a.work / f"bench-s{seed}.log", "a") as fh:
+                subprocess.run([sys.executable, "-m", "hfdistill", "run", str(path), "--no-push"], check=True,
+                               stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
+                               env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
         got = scores(out)
         for v in VARIANTS:
             for t in a.tasks:
@@ -117,4 +120,7 @@ if __name__ == "__main__":
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench-ablation")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "ablation.json")
+    ap.add_argument("--collect", action="store_true",
+                    help="run nothing: gather the finished run folders of --seeds (seeds run in parallel processes, "
+                         "each with its own --out, are joined this way)")
     main(ap.parse_args())
