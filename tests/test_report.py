@@ -131,7 +131,7 @@ def test_targets_are_found_by_kind_and_lineage_and_judged(run):
     rec = report.collect(run)
     lines = {t["row"]: t for t in rec["targets"]}
     d = lines["distilled 6→3 layers"]
-    assert d["model"] == "student" and d["retention"]["met"] is False and d["speedup"]["met"] is True
+    assert d["model"] == "student" and d["speedup"]["met"] is True
     assert d["size"]["value"] == pytest.approx(17.4 / 22.7) and d["size"]["met"] is True
     p = lines["KL-pruned 50 % heads + 50 % FFN, recovered"]
     assert p["model"] == "student-pruned" and p["parent"] == "student" and p["size"]["met"] is True
@@ -141,17 +141,46 @@ def test_targets_are_found_by_kind_and_lineage_and_judged(run):
     b8, nf4 = lines["bnb-8bit of the teacher"], lines["nf4 of the teacher"]
     assert b8["model"] == "teacher-8bit" and b8["retention"]["value"] == pytest.approx(69.95 / 70.0)
     assert b8["retention"]["met"] is True and b8["size"]["met"] is True
-    assert nf4["retention"]["value"] == pytest.approx(69.0 / 70.0) and nf4["retention"]["met"] is True
+    # 98.6 % over both tasks, but 97.8 % over SST-2, where the teacher is not guessing: missed
+    assert nf4["retention"]["value"] == pytest.approx(69.0 / 70.0) and nf4["retention"]["met"] is False
+    assert nf4["retention"]["value_above"] == pytest.approx(88.0 / 90.0)
     assert nf4["size"]["value"] == 0.85 and nf4["size"]["met"] is False
     md = report.render(rec)
-    assert ("| distilled 6→3 layers | `student` (from `teacher`) | 95.1 % of teacher (≥ 98 %): **missed** — not "
-            "meaningful: the teacher is not clearly above the majority class on WNLI | 1.94× (≥ 1.9×): **met** | "
-            "76.7 % params (≤ 80 %): **met** |") in md
     assert "85.0 % of linear weights quantized (≥ 90 %): **missed**" in md
-    # the teacher is at majority level on WNLI (0.50 < 0.563 + 0.118): its retentions are marked, not trusted
-    assert ("95.1 % of teacher (≥ 98 %): **missed** — not meaningful: the teacher is not clearly above the "
-            "majority class on WNLI |") in md
+    # the teacher is at majority level on WNLI (0.50 < 0.563 + 0.118): retentions are judged over SST-2 alone
     assert lines["bnb-8bit of the teacher"]["reference_at_baseline"] == ["wnli"]
+    assert d["retention"]["value"] == pytest.approx(66.6 / 70.0)              # both tasks: (88.2 + 45) / 2 / 70
+    assert d["retention"]["value_above"] == pytest.approx(88.2 / 90.0) and d["retention"]["tasks_above"] == ["sst2"]
+    # the pruned student beats the guessing teacher on WNLI (60 vs 50): 105 % over both tasks, 96.7 % on SST-2
+    assert p["retention"]["value"] == pytest.approx(73.5 / 70.0) and p["retention"]["met"] is False
+    assert ("| `student-pruned` (from `student`) | 96.7 % of teacher over SST2 (≥ 97 %): **missed** — the teacher "
+            "is not clearly above the majority class on WNLI, left out (all tasks: 105.0 %) | 2.54× (≥ 1.8×): "
+            "**met** |") in md
+    assert q["retention"]["value_above"] == pytest.approx(86.8 / 90.0) and q["retention"]["met"] is True
+
+
+def test_targets_use_the_interleaved_timing_when_the_run_has_one(run):
+    ms = {"teacher": 20.0, "student": 10.0, "student-pruned": 8.0, "student-pruned-int8": 1.0,
+          "teacher-8bit": 30.0, "teacher-nf4": 25.0}
+    (run / "chain_latency.json").write_text(json.dumps({
+        "date": "2026-11-27 14:27 UTC", "commit": "abc1234", "threads": 1, "rounds": 5, "samples": 50,
+        "load_average": {"min": 1.1, "max": 1.6},
+        "tasks": {"sst2": {"teacher": "teacher", "dev_examples": 872, "median_ms": ms},
+                  "wnli": {"teacher": "teacher", "dev_examples": 71, "median_ms": {**ms, "student": 40.0}}}}))
+    rec = report.collect(run)
+    lines = {t["row"]: t for t in rec["targets"]}
+    d = lines["distilled 6→3 layers"]["speedup"]
+    # full passes: teacher 20 ms × 943 examples; student 10 × 872 + 40 × 71 (the run's own figures give 1.94×)
+    assert d["source"] == "interleaved" and d["value"] == pytest.approx(20 * 943 / (10 * 872 + 40 * 71))
+    assert d["met"] is False  # 1.63× interleaved: the verdict the run's own timing (met) would have given flips
+    assert lines["distilled + pruned + int8-cpu"]["speedup"]["value"] == pytest.approx(20.0)
+    md = report.render(rec, plots=False)
+    assert "**Interleaved timing** (`chain_latency.json`, bench/chain_latency.py, 2026-11-27 14:27 UTC" in md
+    assert "load average 1.1–1.6" in md and "| `student` | 11.6 s | 1.63× |" in md
+
+    (run / "chain_latency.json").write_text(json.dumps({"tasks": {"sst2": {"median_ms": {}}}}))
+    with pytest.raises(report.DataError, match="chain_latency.json: not a bench/chain_latency.py file"):
+        report.collect(run)
 
 
 def test_table4_says_not_measured_without_ablation_data_and_shows_it_when_there(run, tmp_path):
