@@ -79,7 +79,8 @@ def scores(run_dir: Path) -> dict[str, dict[str, float]]:
 def main(a: argparse.Namespace) -> None:
     sys.path.insert(0, str(REPO))
     table: dict[str, dict[str, list[float]]] = {v: {t: [] for t in a.tasks} for v in VARIANTS}
-    done = []
+    done: list[int] = []
+    missing: list[str] = []
     for seed in a.seeds:
         out = a.work / f"s{seed}"
         out.mkdir(parents=True, exist_ok=True)
@@ -92,19 +93,23 @@ def main(a: argparse.Namespace) -> None:
                                stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
                                env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
         got = scores(out)
-        for v in VARIANTS:
-            for t in a.tasks:
-                table[v][t].append(got[f"ft-{SLUG[v]}"][t])
+        for t in a.tasks:  # a seed counts for a task once every variant has it (--collect on an unfinished run)
+            if all(t in got.get(f"ft-{SLUG[v]}", {}) for v in VARIANTS):
+                for v in VARIANTS:
+                    table[v][t].append(got[f"ft-{SLUG[v]}"][t])
+            else:
+                missing.append(f"{t}/seed {seed}")
         done.append(seed)
         print(f"seed {seed}: {(time.time() - start) / 60:.1f} min", flush=True)
         result = {**table, "_meta": {
-            "seeds": done, "tasks": a.tasks, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "seeds": done, "tasks": a.tasks, "missing": missing, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "budget": {"train_samples": a.train_samples, "mlm_head_steps": a.head_steps,
                        "general_steps": a.general_steps, "finetune_steps": a.finetune_steps},
             "note": (f"General distillation on each task's own text ({a.general_steps} steps × 16, max "
                      f"{a.train_samples} rows), then {a.finetune_steps} fine-tuning steps × 32: a budget far below the "
                      f"paper's, so every student is far below the teacher. Seeds {done}: a difference smaller than "
-                     f"the range over seeds, or than one dev example (0.11 points on SST-2, 0.25 on MRPC), is noise.")}}
+                     f"the range over seeds, or than one dev example (0.11 points on SST-2, 0.25 on MRPC), is noise."
+                     + (f" Not finished (left out): {', '.join(missing)}." if missing else ""))}}
         a.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {a.out}")
 
