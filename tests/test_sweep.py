@@ -212,6 +212,18 @@ def test_students_of_different_depths_share_one_teacher_pass_and_train_as_if_alo
     ref = load_file(alone_dir / "student" / "stsb" / "model.safetensors")
     assert got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref)  # the same layers aligned
 
+    # `hfdistill plan` says the same before any work: one entry with both layers, written by the first student
+    from hfdistill.planning import plan
+
+    by = {s.stage: s for s in plan(parse_recipe(_recipe(tiny_bert, tmp_path / "p", {"student.layers": [[1], [0, 1]]},
+                                                        stages=stages), tmp_path)).stages}
+    assert by["student-l1"].teacher_cache_hidden_layers == 2 and by["student-l1"].teacher_cache_bytes > 0
+    assert by["student-l0_1"].teacher_cache_bytes is None
+    assert "teacher cache shared with student-l1 (no second teacher pass)" in by["student-l0_1"].notes
+    # a `num_layers` student aligns the layers build_student keeps (2 of 2 here), not a prefix of the default choice
+    alone_plan = {**alone, "stages": [stages[0], {**stages[1], "num_layers": 2}], "output_dir": str(tmp_path / "q")}
+    assert plan(parse_recipe(alone_plan, tmp_path)).stages[1].teacher_cache_hidden_layers == 2
+
 
 def test_a_cache_entry_serves_any_subset_of_its_layers_and_nothing_else(tiny_bert, tmp_path):
     from hfdistill.distillation.teacher_cache import cache_key, find_entry
