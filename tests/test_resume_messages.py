@@ -10,13 +10,13 @@ import time
 import yaml
 
 
-def _recipe(tmp_path, tiny_bert, glue_dir, steps, lr=1e-3):
+def _recipe(tmp_path, tiny_bert, glue_dir, steps, lr=1e-3, every=5):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({
         "name": "r", "model": str(tiny_bert), "tasks": ["sst2"], "glue_dir": str(glue_dir), "max_train_samples": 256,
         "max_eval_samples": 40, "max_seq_length": 32, "latency_samples": 30,
         "stages": [{"name": "teacher", "kind": "finetune", "max_steps": steps, "batch_size": 8,
-                    "checkpoint_every": 5, "learning_rate": lr}]}))
+                    "checkpoint_every": every, "learning_rate": lr}]}))
     return path
 
 
@@ -26,7 +26,9 @@ def _run(path, **kw):
 
 
 def test_ctrl_c_keeps_the_checkpoint_and_the_rerun_says_it_resumes(tmp_path, tiny_bert, glue_dir):
-    path = _recipe(tmp_path, tiny_bert, glue_dir, steps=5000)
+    # a checkpoint every 50 steps, not 5: on a quiet machine (58 steps/s) a checkpoint every 5 steps kept the loop
+    # inside accelerate's save_state half the time, and a Ctrl-C landing there was once lost (the run finished)
+    path = _recipe(tmp_path, tiny_bert, glue_dir, steps=5000, every=50)
     ckpts = tmp_path / "runs" / "r" / ".work" / "teacher" / "sst2" / "checkpoints"
     proc = _run(path)
     deadline = time.time() + 240
