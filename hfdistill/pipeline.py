@@ -142,8 +142,7 @@ def run(recipe: Recipe | str | Path, force: bool = False, publish: Optional[bool
             ctx = StageContext(recipe=recipe, task=task_name, data=data, accelerator=accelerator, run_dir=run_dir,
                                cache_dir=run_dir / ".cache", work_dir=work_dir, seed=recipe.seed,
                                stage_folders=dict(folders),
-                               siblings=tuple(other.for_task(task_name) for j, other in enumerate(recipe.stages)
-                                              if j != i and recipe.parent_of(j) == parent_name))
+                               siblings=recipe.siblings_of(i, task_name))
             tmp = tmp_path_for(out)
             if main:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -208,9 +208,7 @@ def plan(recipe: Recipe | str | Path, processes: Optional[int] = None) -> Plan:
                     texts = training_texts(data, cfg.unlabeled)
                     rows = len(texts)
                     own = sorted({t for _, t in pairs}) if cfg.cache_hidden else []
-                    siblings = [other.for_task(task_name) for j, other in enumerate(recipe.stages)
-                                if j != i and recipe.parent_of(j) == parent]
-                    stored = shared_cache_layers(cfg, siblings, n_parent, own) if own else []
+                    stored = shared_cache_layers(cfg, recipe.siblings_of(i, task_name), n_parent, own) if own else []
                     cache = _estimate(base, texts, recipe.max_seq_length, hidden, stored, task.num_labels,
                                       tokenizer, recipe.seed)
                     if stored != own and cache.bytes > budget:  # the run falls back to this stage's layers

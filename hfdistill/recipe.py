@@ -253,6 +253,13 @@ class Recipe(BaseModel):
             return st.from_
         return self.stages[index - 1].name if index > 0 else None
 
+    def siblings_of(self, index: int, task: str) -> tuple:
+        """The configs (`task`'s per_task overrides applied) of the other stages that start from the same parent as
+        stage `index` (e.g. a sweep's students of one teacher)."""
+        parent = self.parent_of(index)
+        return tuple(st.for_task(task) for j, st in enumerate(self.stages)
+                     if j != index and self.parent_of(j) == parent)
+
     def recipe_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True,
                                          default=str).encode()).hexdigest()[:16]

@@ -212,7 +212,7 @@ def _interleaved(run_dir: Path, rows: list[dict[str, Any]], teacher: dict[str, s
         raise DataError(f"{path}: not a bench/chain_latency.py file: {e}") from None
     for row in rows:
         timed = [t for t, (ms, _) in per_task.items()
-                 if row["model"] in ms and teacher.get(t) in ms and row["model"] in ms and t in row["scores"]]
+                 if row["model"] in ms and teacher.get(t) in ms and t in row["scores"]]
         if timed:
             mine = sum(per_task[t][0][row["model"]] * per_task[t][1] for t in timed)
             ref = sum(per_task[t][0][teacher[t]] * per_task[t][1] for t in timed)
@@ -244,8 +244,8 @@ def targets(record: dict[str, Any]) -> list[dict[str, Any]]:
                                  "met": None if ret is None else ret >= tgt["retention"]}
             above = r.get(f"retention_vs_{tgt['of']}_above")
             if above is not None:  # judged where the reference is not a guesser
-                line["retention"].update({"value_above": above, "tasks_above": r[f"retention_vs_{tgt['of']}_above_tasks"],
-                                          "met": above >= tgt["retention"]})
+                line["retention"].update({"value_above": above, "met": above >= tgt["retention"],
+                                          "tasks_above": r[f"retention_vs_{tgt['of']}_above_tasks"]})
             if tgt["speedup"] is not None:
                 s, source = r.get("speedup_vs_teacher"), "run"
                 if r.get("speedup_interleaved") is not None:
@@ -298,7 +298,7 @@ def _mb(n: Optional[float]) -> str:
     return "–" if not n else f"{n / 1e6:.1f} MB"
 
 
-def _load(v: Any) -> str:
+def _load_average(v: Any) -> str:
     if isinstance(v, dict) and "min" in v and "max" in v:
         return f"{v['min']:g}–{v['max']:g}"
     return "not recorded" if v is None else str(v)
@@ -372,7 +372,7 @@ def render(record: dict[str, Any], plots: bool = True) -> str:
         lines += ["", f"**Interleaved timing** (`{INTERLEAVED_FILE}`, bench/chain_latency.py, {il.get('date')}, "
                       f"commit {il.get('commit')}): every model of a task timed round-robin, {il.get('rounds')} "
                       f"rounds × {il.get('samples')} dev examples, batch size 1, {il.get('threads')} thread(s), load "
-                      f"average {_load(il.get('load_average'))}; the speed-ups the targets use.", "",
+                      f"average {_load_average(il.get('load_average'))}; the speed-ups the targets use.", "",
                   "| model | CPU time, full dev passes bs 1 | speed-up |", "|---|---|---|"]
         for r in rows:
             if r.get("speedup_interleaved") is not None:
@@ -400,7 +400,8 @@ def render(record: dict[str, Any], plots: bool = True) -> str:
             continue
         ret = line["retention"]
         if ret.get("value_above") is not None:
-            ret_s = (f"{_pct(ret['value_above'])} of {ret['of']} over {', '.join(t.upper() for t in ret['tasks_above'])} "
+            over = ", ".join(t.upper() for t in ret["tasks_above"])
+            ret_s = (f"{_pct(ret['value_above'])} of {ret['of']} over {over} "
                      f"(≥ {100 * ret['target']:.0f} %): {_verdict(ret['met'])} — the {ret['of']} is not clearly above "
                      f"the majority class on {', '.join(t.upper() for t in line['reference_at_baseline'])}, left out "
                      f"(all tasks: {_pct(ret['value'])})")
